@@ -1,0 +1,31 @@
+"""Backbones with SelfNorm/CrossNorm sites, built by name through one registry.
+
+    from snc.models import build_model, list_backbones
+    model = build_model("wrn40_2", num_classes=10, sn=True, cn=True,
+                        position="post_addition", crop="both", active_num=2, prob=0.25)
+"""
+
+from snc.models import cifar  # noqa: F401  (registers the CIFAR backbones)
+from snc.models.base import Backbone
+from snc.models.registry import (
+    BackboneSpec,
+    build_model,
+    count_parameters,
+    count_units,
+    get_backbone_spec,
+    list_backbones,
+    register_backbone,
+)
+from snc.models.units import UnitFactory
+
+__all__ = [
+    "Backbone",
+    "BackboneSpec",
+    "UnitFactory",
+    "build_model",
+    "count_parameters",
+    "count_units",
+    "get_backbone_spec",
+    "list_backbones",
+    "register_backbone",
+]

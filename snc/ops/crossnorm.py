@@ -1,0 +1,273 @@
+"""CrossNorm: swap channel statistics to augment styles during training.
+
+Paper: Tang et al., "CrossNorm and SelfNorm for Generalization under Distribution Shifts",
+ICCV 2021, Sec. 3 (Eq. 3) and Sec. 3.1 (Eqs. 4-6: 1-instance, 2-instance, cropping).
+
+Official counterpart (``cnsn.py``, ``CrossNorm`` + ``cn_rand_bbox``/``cn_op_2ins_space_chan``):
+the 2-instance op with a random permutation of the batch (a sample may be paired with itself),
+the content standardized with its own statistics and given the partner's. The box sampler draws
+``lam ~ Beta(beta, beta)``, cuts ``int(size * sqrt(lam))`` per dimension around a uniform integer
+centre (``centre +- cut // 2``, clipped) and accepts the box when its area ratio exceeds ``t``.
+One box per call serves the whole batch.
+
+Additions over the official op (all off by default, so the default equals the official one):
+``mode="one_instance"`` (paper Eq. 4: channels of one sample exchange statistics),
+``self_pairing=False`` (no sample is its own partner) and ``channel_shuffle=True`` (the style
+source's channels are permuted too, an option present but never enabled in the official op).
+
+Crop modes (``A`` = content sample, ``B`` = partner):
+    neither: ``A`` whole map gets ``B``'s whole-map statistics.
+    style:   ``A`` whole map gets the statistics of box B1 of ``B``.
+    content: box B2 of ``A`` (standardized with its own B2 statistics) gets ``B``'s whole-map
+             statistics; ``A`` outside B2 is unchanged.
+    both:    box B2 of ``A`` gets the statistics of box B1 of ``B``; outside B2 unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from snc.ops.stats import CROSSNORM_EPS, Box, channel_stats, crop as crop_region
+
+CROPS = ("neither", "style", "content", "both")
+MODES = ("one_instance", "two_instance")
+
+_MAX_BOX_TRIES = 10_000
+
+
+def _check_choice(kind: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
+
+
+def validate_cross_norm_options(mode: str, crop: str, beta: float, threshold: float) -> None:
+    """Raises ValueError naming the valid choices when an option is out of range."""
+    _check_choice("CrossNorm mode", mode, MODES)
+    _check_choice("CrossNorm crop", crop, CROPS)
+    if not beta > 0:
+        raise ValueError(f"CrossNorm beta must be > 0, got {beta}")
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"CrossNorm crop threshold t must be in [0, 1), got {threshold}")
+
+
+def sample_box(
+    spatial_shape: Sequence[int],
+    generator: Optional[torch.Generator] = None,
+    beta: float = 1.0,
+    threshold: float = 0.1,
+) -> Box:
+    """Samples one crop box as the official CrossNorm does.
+
+    Args:
+        spatial_shape: the spatial size, e.g. ``(H, W)`` or ``(L,)``.
+        generator: CPU generator the draws come from (torch's default one if None).
+        beta: parameter of the Beta(beta, beta) distribution of the area ratio.
+        threshold: the box is accepted only when its area ratio exceeds this (paper: t=0.1).
+
+    Returns:
+        One ``(start, stop)`` pair per spatial dimension.
+
+    Raises:
+        ValueError: if no box above the threshold fits the map (e.g. a 2x2 map).
+    """
+    sizes = [int(s) for s in spatial_shape]
+    total = math.prod(sizes)
+    rng = None
+    if beta != 1.0:  # Beta(1, 1) is uniform: stay on the torch generator, otherwise NumPy's Beta
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        rng = np.random.default_rng(seed)
+    for _ in range(_MAX_BOX_TRIES):
+        lam = float(rng.beta(beta, beta)) if rng is not None else float(
+            torch.rand((), generator=generator)
+        )
+        ratio = math.sqrt(lam)
+        box = []
+        area = 1
+        for size in sizes:
+            cut = int(size * ratio)
+            centre = int(torch.randint(0, size, (1,), generator=generator))
+            start = min(max(centre - cut // 2, 0), size)
+            stop = min(max(centre + cut // 2, 0), size)
+            box.append((start, stop))
+            area *= stop - start
+        if area / total > threshold:
+            return tuple(box)
+    raise ValueError(
+        f"no crop box with area ratio > {threshold} fits a {tuple(sizes)} map; use crop=neither "
+        "for such small maps or a lower threshold"
+    )
+
+
+def sample_cross_norm_args(
+    shape: Sequence[int],
+    *,
+    mode: str = "two_instance",
+    crop: str = "neither",
+    generator: Optional[torch.Generator] = None,
+    beta: float = 1.0,
+    threshold: float = 0.1,
+    self_pairing: bool = True,
+    channel_shuffle: bool = False,
+    device: Optional[torch.device] = None,
+) -> Dict[str, object]:
+    """Draws every random choice of one CrossNorm call, for :func:`cross_norm`.
+
+    All draws come from ``generator`` on the CPU (no device synchronisation); the index
+    tensors are moved to ``device``.
+
+    Args:
+        shape: the input shape ``(N, C, *spatial)``.
+        mode: ``two_instance`` (partners across the batch) or ``one_instance`` (across channels).
+        crop: ``neither``, ``style``, ``content`` or ``both``.
+        generator: CPU generator; torch's default one if None.
+        beta, threshold: box sampler parameters (see :func:`sample_box`).
+        self_pairing: two_instance only; if False no sample is its own partner (N >= 2).
+        channel_shuffle: two_instance only; also permute the partner's channels.
+        device: where the index tensors go.
+
+    Returns:
+        keyword arguments ``perm``, ``channel_perm``, ``style_box``, ``content_box``.
+    """
+    validate_cross_norm_options(mode, crop, beta, threshold)
+    n, c = int(shape[0]), int(shape[1])
+    spatial = shape[2:]
+    perm = channel_perm = None
+    if mode == "two_instance":
+        if self_pairing or n < 2:
+            perm = torch.randperm(n, generator=generator)
+        else:  # a random cycle through a random order: a permutation without fixed points
+            order = torch.randperm(n, generator=generator)
+            perm = torch.empty_like(order)
+            perm[order] = order.roll(-1)
+        if channel_shuffle:
+            channel_perm = torch.randperm(c, generator=generator)
+    else:
+        if c < 2:
+            raise ValueError("one_instance CrossNorm needs at least 2 channels")
+        channel_perm = torch.randperm(c, generator=generator)
+    style_box = content_box = None
+    if crop in ("style", "both"):
+        style_box = sample_box(spatial, generator, beta, threshold)
+    if crop in ("content", "both"):
+        content_box = sample_box(spatial, generator, beta, threshold)
+    if device is not None:
+        perm = perm.to(device, non_blocking=True) if perm is not None else None
+        channel_perm = (
+            channel_perm.to(device, non_blocking=True) if channel_perm is not None else None
+        )
+    return {
+        "perm": perm,
+        "channel_perm": channel_perm,
+        "style_box": style_box,
+        "content_box": content_box,
+    }
+
+
+def cross_norm(
+    x: torch.Tensor,
+    *,
+    perm: Optional[torch.Tensor] = None,
+    channel_perm: Optional[torch.Tensor] = None,
+    style_box: Optional[Box] = None,
+    content_box: Optional[Box] = None,
+    eps: float = CROSSNORM_EPS,
+) -> torch.Tensor:
+    """CrossNorm with every random choice given (pure function).
+
+    Args:
+        x: ``(N, C, *spatial)`` features or images.
+        perm: ``(N,)`` index of each sample's style partner (2-instance); None = itself.
+        channel_perm: ``(C,)`` index of each channel's partner channel (1-instance, or the
+            optional channel shuffle of 2-instance); None = the same channel.
+        style_box: box of the partner the style statistics come from (None: whole map).
+        content_box: box of each sample that is re-styled (None: whole map); outside it
+            the output equals ``x``.
+        eps: added to the variances (official: 1e-5).
+
+    Returns:
+        Tensor of the shape and dtype of ``x``. Gradients flow into both content and style.
+    """
+    mean_c, std_c = channel_stats(x, eps, content_box)
+    if style_box == content_box:
+        mean_s, std_s = mean_c, std_c
+    else:
+        mean_s, std_s = channel_stats(x, eps, style_box)
+    if perm is not None:
+        mean_s, std_s = mean_s[perm], std_s[perm]
+    if channel_perm is not None:
+        mean_s, std_s = mean_s[:, channel_perm], std_s[:, channel_perm]
+    scale = std_s / std_c
+    shift = mean_s - mean_c * scale
+    content = crop_region(x, content_box)
+    restyled = (content.float() * scale + shift).to(x.dtype)
+    if content_box is None:
+        return restyled
+    out = x.clone()
+    crop_region(out, content_box).copy_(restyled)
+    return out
+
+
+class CrossNorm(nn.Module):
+    """CrossNorm unit: applies :func:`cross_norm` when switched on, in training mode only.
+
+    The unit is off by default; a :class:`~snc.ops.cnsn.CrossNormController` switches chosen
+    units on for one forward pass (official semantics). In eval mode it is always the identity.
+    A 2-instance unit given a batch of one returns its input unchanged (there is no partner).
+
+    Args:
+        mode: ``two_instance`` (official) or ``one_instance``.
+        crop: ``neither``, ``style``, ``content`` or ``both``.
+        beta: Beta(beta, beta) parameter of the box area ratio.
+        threshold: minimum box area ratio t.
+        self_pairing: allow a sample to be its own partner (official: True).
+        channel_shuffle: also permute the partner's channels (2-instance).
+        eps: variance epsilon (official: 1e-5).
+    """
+
+    def __init__(
+        self,
+        mode: str = "two_instance",
+        crop: str = "neither",
+        beta: float = 1.0,
+        threshold: float = 0.1,
+        self_pairing: bool = True,
+        channel_shuffle: bool = False,
+        eps: float = CROSSNORM_EPS,
+    ) -> None:
+        super().__init__()
+        validate_cross_norm_options(mode, crop, beta, threshold)
+        self.mode = mode
+        self.crop = crop
+        self.beta = beta
+        self.threshold = threshold
+        self.self_pairing = self_pairing
+        self.channel_shuffle = channel_shuffle
+        self.eps = eps
+        self.active = False
+        self.generator: Optional[torch.Generator] = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.active):
+            return x
+        if self.mode == "two_instance" and x.shape[0] < 2:
+            return x
+        args = sample_cross_norm_args(
+            x.shape,
+            mode=self.mode,
+            crop=self.crop,
+            generator=self.generator,
+            beta=self.beta,
+            threshold=self.threshold,
+            self_pairing=self.self_pairing,
+            channel_shuffle=self.channel_shuffle,
+            device=x.device,
+        )
+        return cross_norm(x, eps=self.eps, **args)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, crop={self.crop}, beta={self.beta}, threshold={self.threshold}"

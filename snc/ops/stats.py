@@ -1,0 +1,81 @@
+"""Channel-wise (instance) statistics, the common ground of SelfNorm and CrossNorm.
+
+Paper: Tang et al., "CrossNorm and SelfNorm for Generalization under Distribution Shifts",
+ICCV 2021, Sec. 3 (Eq. 1). Official counterpart: ``calc_ins_mean_std`` in the official
+``cnsn.py``: per sample and channel, ``mean`` over the spatial positions and
+``std = sqrt(unbiased_var + eps)`` (the variance divides by ``L - 1``; eps 1e-5 in CrossNorm,
+1e-12 in SelfNorm). Nothing is detached.
+
+All functions accept ``(N, C, *spatial)`` tensors with one or more spatial dimensions, so the
+same ops serve images ``(N, C, H, W)`` and sequences ``(N, C, L)``. Statistics are always
+computed in float32, also for bf16/fp16 inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+Box = Tuple[Tuple[int, int], ...]
+"""A box: one ``(start, stop)`` pair per spatial dimension (stop exclusive)."""
+
+CROSSNORM_EPS = 1e-5
+SELFNORM_EPS = 1e-12
+
+
+def crop(x: torch.Tensor, box: Optional[Box]) -> torch.Tensor:
+    """Returns the view of ``x`` inside ``box`` (or ``x`` itself when ``box`` is None).
+
+    Args:
+        x: ``(N, C, *spatial)`` tensor.
+        box: one ``(start, stop)`` pair per spatial dimension of ``x``.
+    """
+    if box is None:
+        return x
+    if len(box) != x.dim() - 2:
+        raise ValueError(
+            f"box has {len(box)} spatial dimensions but the input has {x.dim() - 2} "
+            f"(shape {tuple(x.shape)})"
+        )
+    index = (slice(None), slice(None)) + tuple(slice(a, b) for a, b in box)
+    return x[index]
+
+
+def channel_stats(
+    x: torch.Tensor, eps: float, box: Optional[Box] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel mean and standard deviation.
+
+    Args:
+        x: ``(N, C, *spatial)`` tensor of any floating dtype.
+        eps: added to the unbiased variance before the square root.
+        box: optional region to compute the statistics over (see :func:`crop`).
+
+    Returns:
+        ``(mean, std)``, each float32 of shape ``(N, C, 1, ..., 1)`` (broadcastable to ``x``).
+
+    Raises:
+        ValueError: if the region has a single position (the unbiased variance is undefined).
+    """
+    region = crop(x, box)
+    n, c = region.shape[:2]
+    count = region[0, 0].numel()
+    if count < 2:
+        raise ValueError(
+            f"channel statistics need at least 2 spatial positions, got region "
+            f"{tuple(region.shape[2:])}; place the unit before the final pooling"
+        )
+    flat = region.reshape(n, c, count).float()
+    var, mean = torch.var_mean(flat, dim=2, correction=1, keepdim=True)
+    std = (var + eps).sqrt()
+    shape = (n, c) + (1,) * (x.dim() - 2)
+    return mean.reshape(shape), std.reshape(shape)
+
+
+def spatial_size(shape: Sequence[int]) -> int:
+    """Number of spatial positions of a ``(N, C, *spatial)`` shape."""
+    size = 1
+    for s in shape[2:]:
+        size *= int(s)
+    return size
