@@ -50,6 +50,8 @@ class ResNeXtBottleneck(nn.Module):
     ) -> None:
         super().__init__()
         dim = int(math.floor(planes * (base_width / 64.0)))
+        if dim < 1:
+            raise ValueError(f"ResNeXt base_width {base_width} leaves no channel per group")
         inner = dim * cardinality
         out = planes * self.expansion
         self.conv_reduce = nn.Conv2d(inplanes, inner, 1, bias=False)
