@@ -1,0 +1,2 @@
+"""Datasets: CIFAR, the published corrupted layouts, the offline synthetic set, the corruption
+generator."""
