@@ -141,3 +141,11 @@ def wrn28_2(num_classes: int = 10, units: Optional[UnitFactory] = None, **kw) ->
     kw.setdefault("depth", 28)
     kw.setdefault("widen_factor", 2)
     return WideResNet(num_classes=num_classes, units=units, **kw)
+
+
+@register_backbone("wrn16_2", WideResNet)
+def wrn16_2(num_classes: int = 10, units: Optional[UnitFactory] = None, **kw) -> WideResNet:
+    """WRN-16-2: a small WRN for quick runs on CPU (the offline demo)."""
+    kw.setdefault("depth", 16)
+    kw.setdefault("widen_factor", 2)
+    return WideResNet(num_classes=num_classes, units=units, **kw)

@@ -1,0 +1,135 @@
+"""Batches of an in-memory uint8 image set, augmented and normalized where the data lives.
+
+The whole set (CIFAR: 150 MB) sits on the training device once; each epoch is a seeded
+permutation; random crop with zero padding, horizontal flip, AugMix and normalization run on
+whole batches. No worker processes and no per-sample Python, so the same code is fast on a GPU
+and deterministic on CPU. The augmentation distribution equals torchvision's
+``RandomCrop(size, padding)`` + ``RandomHorizontalFlip()`` (offsets uniform in
+``[0, 2 * padding]``, flip with probability 1/2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from snc.data.augmix import AugMix
+
+Batch = Tuple[Union[torch.Tensor, Tuple[torch.Tensor, ...]], torch.Tensor]
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> float ``(x / 255 - mean) / std``."""
+    return (x.float() / 255 - mean) / std
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
+                     ) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip of a uint8 ``(B, H, W, C)`` batch."""
+    b, h, w, _ = x.shape
+    if padding > 0:
+        x = torch.nn.functional.pad(x, (0, 0, padding, padding, padding, padding))
+        oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
+        ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
+        rows = oy[:, None] + torch.arange(h, device=x.device)
+        cols = ox[:, None] + torch.arange(w, device=x.device)
+        x = x[torch.arange(b, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if flip:
+        mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+        x = torch.where(mask[:, None, None, None], x.flip(2), x)
+    return x
+
+
+@dataclass
+class ArrayLoader:
+    """Iterates ``(inputs, labels)`` batches over uint8 ``(N, H, W, 3)`` images.
+
+    Args:
+        images: uint8 images (NumPy or tensor); moved to ``device`` once.
+        labels: ``(N,)`` integer labels.
+        batch_size: batch size.
+        mean, std: normalization (0-1 scale).
+        train: shuffle and augment (crop/flip); evaluation batches come in order, unaugmented.
+        padding: crop padding (0: no crop).
+        flip: random horizontal flip.
+        augmix: if given, training batches are ``((clean, augmix1, augmix2), labels)``.
+        drop_last: drop the last incomplete batch (default False, as the official loader).
+        device: where the data lives and batches are made.
+        seed: seed of the loader's generator (order, crops, flips, AugMix draws).
+        channels_last: return batches in channels-last memory format.
+    """
+
+    images: Union[np.ndarray, torch.Tensor]
+    labels: Union[np.ndarray, torch.Tensor]
+    batch_size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    train: bool = False
+    padding: int = 4
+    flip: bool = True
+    augmix: Optional[AugMix] = None
+    drop_last: bool = False
+    device: Union[str, torch.device] = "cpu"
+    seed: int = 0
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if not torch.is_tensor(self.images):
+            array = np.asarray(self.images)
+            # memory-mapped or read-only arrays are copied: torch needs writable memory
+            self.images = torch.from_numpy(array if array.flags.writeable else array.copy())
+        self.images = self.images.to(self.device)
+        self.labels = torch.as_tensor(np.asarray(self.labels, dtype=np.int64)
+                                      if not torch.is_tensor(self.labels)
+                                      else self.labels).long().to(self.device)
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"ArrayLoader takes uint8 (N, H, W, C) images, got "
+                             f"{self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+        self.generator = torch.Generator()
+        self.generator.manual_seed(self.seed)
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.images)
+        order = (torch.randperm(n, generator=self.generator).to(self.device) if self.train
+                 else None)
+        for i in range(len(self)):
+            idx = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
+            if order is not None:
+                idx = order[idx]
+            x, y = self.images[idx], self.labels[idx]
+            if self.train:
+                x = random_crop_flip(x, self.padding, self.flip, self.generator)
+            x = x.permute(0, 3, 1, 2)
+            if self.train and self.augmix is not None:
+                views = (normalize(x, self._mean, self._std),
+                         self.augmix(x, self.generator), self.augmix(x, self.generator))
+                yield tuple(self._finish(v) for v in views), y
+            else:
+                yield self._finish(normalize(x, self._mean, self._std)), y
+
+    def state_dict(self) -> dict:
+        """The generator state: order, crops, flips and AugMix draws of the next epoch."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

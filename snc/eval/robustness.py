@@ -1,0 +1,156 @@
+"""Clean and corruption errors, CIFAR mCE and ImageNet (AlexNet-normalized) mCE.
+
+Protocol (Hendrycks & Dietterich, ICLR 2019; the official CrossNorm/SelfNorm and AugMix code):
+errors are counted over every sample (never a mean of batch means), in eval mode and inference
+mode, and reported in percent.
+
+- CIFAR-10-C / CIFAR-100-C: ``mce`` = plain mean of the 15 x 5 (corruption, severity) errors,
+  equal to the mean of the 15 per-corruption errors (no normalization).
+- ImageNet-C: ``CE_c = sum_s E(c, s) / sum_s E_AlexNet(c, s)``, ``mce`` = mean of the 15 CE_c
+  (x100); ``relative_mce`` uses ``E(c, s) - E_clean`` over AlexNet's ``E(c, s) - 43.478``.
+
+Metric names follow DESIGN.md: ``clean/error``, ``corruption/<name>/s<k>/error``,
+``corruption/<name>/error``, ``mce``, ``relative_mce``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from snc.data.corruptions import CORRUPTIONS
+
+# AlexNet mean error over the 5 severities of each ImageNet-C corruption (Hendrycks & Dietterich)
+ALEXNET_ERRORS = {
+    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640,
+    "defocus_blur": 0.819880, "glass_blur": 0.826268, "motion_blur": 0.785948,
+    "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572, "fog": 0.819324,
+    "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
+    "pixelate": 0.717840, "jpeg_compression": 0.606500,
+}
+ALEXNET_CLEAN_ERROR = 0.43478  # torchvision AlexNet top-1 error, for relative mCE
+
+Batches = Iterable[Tuple[torch.Tensor, torch.Tensor]]
+
+
+def autocast_context(device: torch.device, amp: str):
+    """``torch.autocast`` for ``amp="bf16"``/``"fp16"``, a no-op for ``"none"``."""
+    if amp in (None, "none", "fp32"):
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+@torch.inference_mode()
+def count_errors(model: torch.nn.Module, batches: Batches, amp: str = "none",
+                 topk: Sequence[int] = (1,)) -> Tuple[Dict[int, int], int]:
+    """Wrong predictions (top-k) and the number of samples over ``batches``.
+
+    The model is put in eval mode for the count and restored afterwards.
+
+    Returns:
+        ``({k: errors}, samples)``.
+    """
+    was_training = model.training
+    model.eval()
+    wrong = {k: torch.zeros((), dtype=torch.long) for k in topk}
+    total = 0
+    try:
+        for x, y in batches:
+            with autocast_context(x.device, amp):
+                logits = model(x)
+            top = logits.float().topk(max(topk), dim=1).indices
+            hits = top == y[:, None]
+            for k in topk:
+                wrong[k] = wrong[k] + (~hits[:, :k].any(1)).sum().cpu()
+            total += len(y)
+    finally:
+        model.train(was_training)
+    return {k: int(v) for k, v in wrong.items()}, total
+
+
+def error_percent(wrong: int, total: int) -> float:
+    if total == 0:
+        raise ValueError("no samples were evaluated")
+    return 100.0 * wrong / total
+
+
+def cifar_mce(errors: Mapping[Tuple[str, int], float],
+              corruptions: Sequence[str] = CORRUPTIONS) -> float:
+    """Mean of the (corruption, severity) errors over ``corruptions`` x 5, in percent."""
+    values = [errors[(c, s)] for c in corruptions for s in range(1, 6)]
+    return sum(values) / len(values)
+
+
+def imagenet_ce(errors: Mapping[Tuple[str, int], float], corruption: str,
+                clean_error: Optional[float] = None) -> float:
+    """AlexNet-normalized CE (x100) of one corruption; relative CE when ``clean_error`` given.
+
+    ``errors`` are in percent.
+    """
+    alex = ALEXNET_ERRORS[corruption]
+    model = sum(errors[(corruption, s)] / 100 for s in range(1, 6))
+    if clean_error is None:
+        return 100.0 * model / (5 * alex)
+    return 100.0 * (model - 5 * clean_error / 100) / (5 * (alex - ALEXNET_CLEAN_ERROR))
+
+
+def corruption_metrics(errors: Mapping[Tuple[str, int], float], protocol: str = "cifar",
+                       clean_error: Optional[float] = None) -> Dict[str, float]:
+    """The metric dict for per-(corruption, severity) ``errors`` in percent.
+
+    Args:
+        errors: ``{(corruption, severity): error %}``.
+        protocol: ``cifar`` (plain mean) or ``imagenet`` (AlexNet-normalized).
+        clean_error: clean error in percent (for ``relative_mce`` on ImageNet).
+    """
+    names = [c for c in dict.fromkeys(c for c, _ in errors)]
+    out: Dict[str, float] = {}
+    for (c, s), e in errors.items():
+        out[f"corruption/{c}/s{s}/error"] = e
+    for c in names:
+        out[f"corruption/{c}/error"] = sum(errors[(c, s)] for s in range(1, 6)) / 5
+    benchmark = [c for c in CORRUPTIONS if c in names]
+    if len(benchmark) == len(CORRUPTIONS):
+        if protocol == "imagenet":
+            ces = [imagenet_ce(errors, c) for c in CORRUPTIONS]
+            for c, ce in zip(CORRUPTIONS, ces):
+                out[f"corruption/{c}/ce"] = ce
+            out["mce"] = sum(ces) / len(ces)
+            if clean_error is not None:
+                rel = [imagenet_ce(errors, c, clean_error) for c in CORRUPTIONS]
+                out["relative_mce"] = sum(rel) / len(rel)
+            out["mean_error_unnormalized"] = sum(out[f"corruption/{c}/error"]
+                                                 for c in CORRUPTIONS) / len(CORRUPTIONS)
+        else:
+            out["mce"] = cifar_mce(errors)
+    return out
+
+
+def evaluate_corruptions(model: torch.nn.Module,
+                         sets: Iterable[Tuple[str, int, Callable[[], Batches]]],
+                         amp: str = "none",
+                         expected: Optional[Callable[[str, int], int]] = None,
+                         progress: Optional[Callable[[str, int], None]] = None
+                         ) -> Dict[Tuple[str, int], float]:
+    """Error (%) per (corruption, severity).
+
+    Args:
+        model: the classifier.
+        sets: ``(corruption, severity, make_batches)`` triples.
+        amp: autocast mode.
+        expected: optional ``(corruption, severity) -> sample count`` checked exactly.
+        progress: called after each set.
+    """
+    errors = {}
+    for name, severity, make_batches in sets:
+        wrong, total = count_errors(model, make_batches(), amp)
+        if expected is not None and total != expected(name, severity):
+            raise RuntimeError(f"{name} s{severity}: evaluated {total} samples, expected "
+                               f"{expected(name, severity)}")
+        errors[(name, severity)] = error_percent(wrong[1], total)
+        if progress is not None:
+            progress(name, severity)
+    return errors

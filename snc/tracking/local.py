@@ -1,0 +1,51 @@
+"""Local files: ``metrics.jsonl`` (one JSON object per log call) and ``results.json``.
+
+Always on, so nothing depends on W&B being installed or reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Atomic JSON write."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(json.dumps({k: _plain(v) for k, v in data.items()}, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+class LocalTracker:
+    """Writes ``run_dir/metrics.jsonl`` and ``run_dir/results.json``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.results_path = self.run_dir / "results.json"
+
+    def start(self, config, *, name, group, job_type, tags, resume_id: Optional[str] = None):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return None
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps({"step": int(step), **{k: _plain(v) for k, v in metrics.items()}})
+                    + "\n")
+
+    def summary(self, results: Mapping[str, Any]) -> None:
+        write_json(self.results_path, results)
+
+    def finish(self, status: str = "finished") -> None:
+        pass

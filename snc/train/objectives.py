@@ -1,0 +1,116 @@
+"""Training objectives: small functions from (model, batch) to a loss, picked by name.
+
+Official formulas (CrossNorm/SelfNorm ``cifar.py``, AugMix ``cifar.py``):
+
+- ``ce``: cross-entropy.
+- ``cn``: with probability ``prob`` the forward runs with ``active_num`` CN units on; CE on it.
+- ``consistency``: with probability ``prob``, three forwards of the batch (clean, CN, CN; each CN
+  forward draws its own units, partners and boxes), ``CE(clean) + consist_wt * JSD``;
+  otherwise CE of the clean forward.
+- ``augmix``: one forward of the 3B batch (clean, AugMix, AugMix) without CN,
+  ``CE(clean) + jsd_weight * JSD``; with probability ``prob`` (when the model has CN units) two
+  more B-sized forwards of the clean view with CN on add ``consist_wt * JSD(clean, CN1, CN2)``,
+  the clean probabilities coming from the joint forward.
+
+``JSD(p0, p1, p2) = mean_i KL(p_i || M)``, ``M = clamp(mean_i p_i, 1e-7, 1)``, each KL summed
+over classes and averaged over the batch; nothing is detached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from snc.ops import CrossNormController
+
+OBJECTIVES = ("ce", "cn", "consistency", "augmix")
+
+
+@dataclass
+class ObjectiveConfig:
+    consist_wt: float = 10.0
+    jsd_weight: float = 12.0
+
+
+def jsd(logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Jensen-Shannon consistency of several predictions (official formula)."""
+    probs = [F.softmax(z.float(), dim=1) for z in logits]
+    mixture = torch.clamp(sum(probs) / len(probs), 1e-7, 1).log()
+    return sum(F.kl_div(mixture, p, reduction="batchmean") for p in probs) / len(probs)
+
+
+Result = Tuple[torch.Tensor, Dict[str, torch.Tensor]]
+
+
+def ce(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
+    x, y = batch
+    loss = F.cross_entropy(model(x), y)
+    return loss, {"ce": loss.detach()}
+
+
+def cn(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
+    x, y = batch
+    with ctrl.step() as on:
+        loss = F.cross_entropy(model(x), y)
+    return loss, {"ce": loss.detach(), "cn_on": torch.tensor(float(on))}
+
+
+def consistency(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
+    x, y = batch
+    clean = model(x)
+    loss = F.cross_entropy(clean, y)
+    logs = {"ce": loss.detach(), "cn_on": torch.tensor(0.0)}
+    if ctrl.draw():
+        views = [clean]
+        for _ in range(2):
+            with ctrl.activate():
+                views.append(model(x))
+        term = jsd(views)
+        loss = loss + cfg.consist_wt * term
+        logs.update(jsd=term.detach(), cn_on=torch.tensor(1.0))
+    return loss, logs
+
+
+def augmix(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
+    (x0, x1, x2), y = batch
+    logits = model(torch.cat((x0, x1, x2)))
+    l0, l1, l2 = torch.split(logits, len(x0))
+    loss_ce = F.cross_entropy(l0, y)
+    term = jsd((l0, l1, l2))
+    loss = loss_ce + cfg.jsd_weight * term
+    logs = {"ce": loss_ce.detach(), "jsd": term.detach(), "cn_on": torch.tensor(0.0)}
+    if len(ctrl) and ctrl.draw():
+        views = [l0]
+        for _ in range(2):
+            with ctrl.activate():
+                views.append(model(x0))
+        cn_term = jsd(views)
+        loss = loss + cfg.consist_wt * cn_term
+        logs.update(cn_jsd=cn_term.detach(), cn_on=torch.tensor(1.0))
+    return loss, logs
+
+
+REGISTRY: Dict[str, Callable[..., Result]] = {
+    "ce": ce, "cn": cn, "consistency": consistency, "augmix": augmix,
+}
+
+
+def resolve_objective(name: str, *, cn_enabled: bool, augmix_enabled: bool) -> str:
+    """``auto`` picks as the official scripts do: augmix if AugMix is on, cn if CN is on, else
+    ce. Explicit names are checked against the rest of the config."""
+    if name == "auto":
+        return "augmix" if augmix_enabled else ("cn" if cn_enabled else "ce")
+    if name not in REGISTRY:
+        raise ValueError(f"unknown objective {name!r}; choose auto or one of "
+                         f"{', '.join(OBJECTIVES)}")
+    if name in ("cn", "consistency") and not cn_enabled:
+        raise ValueError(f"objective={name} needs CrossNorm units: add cn=on")
+    if name == "augmix" and not augmix_enabled:
+        raise ValueError("objective=augmix needs AugMix views: add augmix=on")
+    if augmix_enabled and name != "augmix":
+        raise ValueError(f"augmix=on makes 3-view batches, which objective={name} cannot use; "
+                         "use objective=augmix (or auto)")
+    return name

@@ -1,0 +1,40 @@
+"""Shared fixtures: composing the real configs with tiny, CPU-only, offline settings."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+# A tiny WRN on a tiny synthetic set: each epoch takes a fraction of a second on CPU.
+TINY = [
+    "device=cpu",
+    "logger=none",
+    "progress=false",
+    "backbone=wrn16_2",
+    "+backbone.overrides.depth=10",
+    "+backbone.overrides.widen_factor=1",
+    "dataset=synthetic",
+    "dataset.num_train=256",
+    "dataset.num_test=64",
+    "batch_size=32",
+    "eval_batch_size=64",
+    "epochs=2",
+    "log_every=4",
+]
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """``make_cfg(*overrides)`` -> a composed config writing under ``tmp_path``."""
+
+    def make(*overrides, tiny=True):
+        base = TINY if tiny else ["device=cpu", "logger=none"]
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose("train", overrides=[
+                f"paths.output_dir={tmp_path / 'outputs'}",
+                f"paths.data_dir={tmp_path / 'data'}",
+                *base, *overrides])
+
+    return make

@@ -1,0 +1,23 @@
+#!/usr/bin/env python
+"""snc entry point: compose the Hydra config and call snc.train.run(cfg).
+
+    python train.py                                   # synthetic data, WRN-40-2
+    python train.py experiment=demo                   # the offline demo (minutes on CPU)
+    python train.py dataset=cifar100 backbone=wrn40_2 sn=on cn=on
+    python train.py -m experiment=demo cn.prob=0.25,0.5
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from snc.train import run
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float:
+    results = run(cfg)
+    return results.get("mce", results["clean/error"])
+
+
+if __name__ == "__main__":
+    main()
