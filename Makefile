@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## create .venv and install snc with its dependencies
 
 demo: install ## train + evaluate on the offline synthetic default (minutes on CPU)
-	$(PY) train.py
+	$(PY) train.py experiment=demo
 
 test: install ## the fast CPU test suite (what CI runs)
 	$(PY) -m pytest -q -m "not slow"

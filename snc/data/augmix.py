@@ -51,6 +51,18 @@ def _affine_pil(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return out.add(1e-3).floor().clamp(0, 255).to(torch.uint8)
 
 
+def _autocontrast_pil(x: torch.Tensor) -> torch.Tensor:
+    """PIL ``ImageOps.autocontrast`` (cutoff 0) per image and channel: the lookup
+    ``int(v * scale + offset)`` in double precision, ``scale = 255 / (hi - lo)``."""
+    xf = x.double()
+    lo = xf.amin(dim=(-2, -1), keepdim=True)
+    hi = xf.amax(dim=(-2, -1), keepdim=True)
+    flat = hi <= lo
+    scale = 255.0 / torch.where(flat, torch.ones_like(hi), hi - lo)
+    out = torch.trunc(xf * scale - lo * scale).clamp(0, 255).to(torch.uint8)
+    return torch.where(flat, x, out)
+
+
 def _geometric_matrices(op: str, levels: torch.Tensor, signs: torch.Tensor, size: Tuple[int, int]
                         ) -> torch.Tensor:
     h, w = size
@@ -82,7 +94,7 @@ def apply_op(op: str, x: torch.Tensor, levels: torch.Tensor, signs: torch.Tensor
              ) -> torch.Tensor:
     """One AugMix op on a uint8 ``(B, 3, H, W)`` batch with per-image ``levels``/``signs``."""
     if op == "autocontrast":
-        return TF.autocontrast(x)
+        return _autocontrast_pil(x)
     if op == "equalize":
         return TF.equalize(x)
     if op == "posterize":

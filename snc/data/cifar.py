@@ -9,12 +9,13 @@ array reconstruction, so a tampered file cannot execute code.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
+
+from snc.data.checksums import file_digest
 
 Arrays = Tuple[np.ndarray, np.ndarray]
 
@@ -62,20 +63,12 @@ def read_batch(path: Path) -> Dict:
         return _ArrayUnpickler(f, encoding="latin1").load()
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_split(folder: Path, files: List[Tuple[str, str]], label_key: str, verify: bool
                 ) -> Arrays:
     images, labels = [], []
     for name, md5 in files:
         path = folder / name
-        if verify and _md5(path) != md5:
+        if verify and file_digest(path, "md5") != md5:
             raise ValueError(f"{path} does not match its published MD5 {md5}: the file is "
                              f"corrupt or truncated; delete {folder} and download it again")
         batch = read_batch(path)

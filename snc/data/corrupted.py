@@ -12,7 +12,6 @@ a SHA-256 per file, so it is never mistaken for (or reported as) the published s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from snc.data.checksums import file_digest
 from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, corrupt
 
 MANIFEST = "manifest.json"
@@ -35,13 +35,9 @@ IMAGENET_C_GROUPS = {
 }
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path) -> str:
     """SHA-256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def read_manifest(root: Path) -> Dict:
@@ -282,7 +278,7 @@ def _imagenet_job(args):
     for name in corruptions:
         for s in SEVERITIES:
             out = corrupt(batch, name, s, preset=preset, seed=chunk_seed)
-            for (cls, path), img in zip(items, out):
+            for (cls, path), img in zip(items, out, strict=True):
                 dest = Path(out_dir) / name / str(s) / cls / (path.stem + ".JPEG")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 tmp = dest.with_suffix(".tmp")

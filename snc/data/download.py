@@ -8,12 +8,13 @@ corrupt file is detected and named.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tarfile
 import urllib.request
 from pathlib import Path
 from typing import Dict, Optional
+
+from snc.data.checksums import file_digest
 
 log = logging.getLogger("snc")
 
@@ -48,17 +49,13 @@ _C100 = ("f22d7195aecd6abb541e27fca230c171 322bb385f1d05154ee197ca16535f71e "
          "0237be164583af146b7b144e73b43465 12ccf41d62564d36e1f6a6ada5022728 "
          "e3f215b1a0f9fd9fd6f0d1cf94a7ce99 0204613400c034a81c4830d5df81cb82").split()
 CIFAR_C_FILE_MD5 = {
-    "cifar10": {f"{n}.npy": m for n, m in zip(_NAMES, _C10)},
-    "cifar100": {f"{n}.npy": m for n, m in zip(_NAMES, _C100)},
+    "cifar10": {f"{n}.npy": m for n, m in zip(_NAMES, _C10, strict=True)},
+    "cifar100": {f"{n}.npy": m for n, m in zip(_NAMES, _C100, strict=True)},
 }
 
 
 def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def download_resumable(url: str, dest: Path, md5: str, *, progress: bool = True,

@@ -116,7 +116,7 @@ def corruption_metrics(errors: Mapping[Tuple[str, int], float], protocol: str = 
     if len(benchmark) == len(CORRUPTIONS):
         if protocol == "imagenet":
             ces = [imagenet_ce(errors, c) for c in CORRUPTIONS]
-            for c, ce in zip(CORRUPTIONS, ces):
+            for c, ce in zip(CORRUPTIONS, ces, strict=True):
                 out[f"corruption/{c}/ce"] = ce
             out["mce"] = sum(ces) / len(ces)
             if clean_error is not None:

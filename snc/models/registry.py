@@ -13,8 +13,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Ty
 
 from torch import nn
 
-from snc.ops import CROPS, MODES, ORDERS, CrossNormController, find_cross_norm_units
 from snc.models.units import IMAGE, UnitFactory
+from snc.ops import CROPS, MODES, ORDERS, CrossNormController, find_cross_norm_units
 
 Blocks = Union[str, int, Sequence[int], None]
 

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from snc.ops.stats import CROSSNORM_EPS, Box, channel_stats, crop as crop_region
+from snc.ops.stats import CROSSNORM_EPS, Box, channel_stats
+from snc.ops.stats import crop as crop_region
 
 CROPS = ("neither", "style", "content", "both")
 MODES = ("one_instance", "two_instance")

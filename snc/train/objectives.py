@@ -45,6 +45,17 @@ def jsd(logits: Sequence[torch.Tensor]) -> torch.Tensor:
 Result = Tuple[torch.Tensor, Dict[str, torch.Tensor]]
 
 
+def cn_consistency(model, x: torch.Tensor, clean_logits: torch.Tensor,
+                   ctrl: CrossNormController) -> torch.Tensor:
+    """JSD of the clean prediction and two CN forwards of ``x``, each drawing its own units,
+    partners and boxes."""
+    views = [clean_logits]
+    for _ in range(2):
+        with ctrl.activate():
+            views.append(model(x))
+    return jsd(views)
+
+
 def ce(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
     x, y = batch
     loss = F.cross_entropy(model(x), y)
@@ -64,11 +75,7 @@ def consistency(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -
     loss = F.cross_entropy(clean, y)
     logs = {"ce": loss.detach(), "cn_on": torch.tensor(0.0)}
     if ctrl.draw():
-        views = [clean]
-        for _ in range(2):
-            with ctrl.activate():
-                views.append(model(x))
-        term = jsd(views)
+        term = cn_consistency(model, x, clean, ctrl)
         loss = loss + cfg.consist_wt * term
         logs.update(jsd=term.detach(), cn_on=torch.tensor(1.0))
     return loss, logs
@@ -83,11 +90,7 @@ def augmix(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Res
     loss = loss_ce + cfg.jsd_weight * term
     logs = {"ce": loss_ce.detach(), "jsd": term.detach(), "cn_on": torch.tensor(0.0)}
     if len(ctrl) and ctrl.draw():
-        views = [l0]
-        for _ in range(2):
-            with ctrl.activate():
-                views.append(model(x0))
-        cn_term = jsd(views)
+        cn_term = cn_consistency(model, x0, l0, ctrl)
         loss = loss + cfg.consist_wt * cn_term
         logs.update(cn_jsd=cn_term.detach(), cn_on=torch.tensor(1.0))
     return loss, logs

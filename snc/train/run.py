@@ -233,7 +233,8 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path) -> Dict
         **data.info,
     }
     trackers = _trackers(cfg, run_dir)
-    group = cfg.get("group") or cfg.get("experiment_name") or f"{cfg.dataset.name}-{cfg.backbone.name}"
+    group = (cfg.get("group") or cfg.get("experiment_name")
+             or f"{cfg.dataset.name}-{cfg.backbone.name}")
     tracker_ids = trackers.start(
         OmegaConf.to_container(cfg, resolve=True), name=run_dir.name, group=group,
         job_type=meta["method"], tags=list(cfg.get("tags") or []) + [

@@ -85,7 +85,8 @@ def corrupt(
     if name not in ALL_CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r}; choose one of {', '.join(ALL_CORRUPTIONS)}")
     if preset not in PARAMS:
-        raise ValueError(f"unknown corruption preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise ValueError(
+            f"unknown corruption preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if int(severity) not in range(1, 6):
         raise ValueError(f"severity must be 1..5, got {severity}")
     images = np.asarray(images)

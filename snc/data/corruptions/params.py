@@ -15,7 +15,7 @@ PRESET_SIZES = {"cifar": 32, "tinyimagenet": 64, "imagenet": 224}
 
 def _zoom_factors(stops, steps):
     # np.arange with a rounded stop, exactly as the scripts build them (s1 of CIFAR has 7 factors)
-    return [np.arange(1, stop, step) for stop, step in zip(stops, steps)]
+    return [np.arange(1, stop, step) for stop, step in zip(stops, steps, strict=True)]
 
 
 PARAMS = {

@@ -102,7 +102,7 @@ class WideResNet(Backbone):
         units = units or UnitFactory()
         self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)
         stages = []
-        for stage, stride in zip((1, 2, 3), (1, 2, 2)):
+        for stage, stride in zip((1, 2, 3), (1, 2, 2), strict=True):
             blocks = [
                 WideBasicBlock(
                     widths[stage - 1] if i == 0 else widths[stage],

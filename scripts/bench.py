@@ -1,0 +1,224 @@
+#!/usr/bin/env python
+"""Training/evaluation speed of snc against a reference pipeline written like the official code.
+
+    python scripts/bench.py backbone=wrn40_2 sn=on cn=on device=cpu
+    python scripts/bench.py backbone=wrn40_2 sn=on cn=on augmix=on amp=bf16 device=cuda
+
+Takes the overrides of train.py (same configs). Random uint8 data of the real shapes.
+For the chosen backbone it times one training step (data + forward + backward + update) of
+
+- ``plain`` / ``+sn`` / ``+cn`` / the requested variant on snc's path: the dataset resident on
+  the device, batched crop/flip (and AugMix) there, the configured precision; CN is measured
+  switched on at every step (``prob=1``, the worst case), and also reported at the configured
+  ``prob``;
+- ``reference``: the requested variant as the official scripts run it: torchvision PIL
+  transforms (and PIL AugMix) in a 2-worker DataLoader, fp32.
+
+It also times evaluation (inference mode, ``eval_batch_size``) and reports peak memory (CUDA:
+allocator peak; CPU: process max RSS). Timing: warm-up steps first, then the mean and standard
+deviation of the timed steps, variants interleaved so slow drifts hit all alike; CUDA events
+with synchronisation on GPUs. The last line is ``speedup_vs_reference=<reference step time /
+snc step time>``.
+
+Bench-only options (prefix ``+bench.``): ``steps`` (timed steps per variant, default 2 on CPU,
+20 on CUDA), ``warmup`` (1 / 5), ``eval_batches`` (1 / 10), ``images`` (dataset size).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from snc.data.augmix import AugMix  # noqa: E402
+from snc.data.loader import ArrayLoader  # noqa: E402
+from snc.eval.robustness import autocast_context, count_errors  # noqa: E402
+from snc.train import objectives  # noqa: E402
+from snc.train.run import build_network, select_device, validate  # noqa: E402
+
+
+def compose_cfg(argv: List[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=["logger=none", "dataset=cifar10"] + list(argv))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Variant:
+    """One model + data path whose training step can be timed repeatedly."""
+
+    def __init__(self, name: str, cfg, device, images, labels, reference: bool = False):
+        self.name, self.cfg, self.device, self.reference = name, cfg, device, reference
+        torch.manual_seed(0)
+        self.objective_name = validate(cfg)
+        self.model = build_network(cfg, 10).to(device)
+        if cfg.channels_last and not reference:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if cfg.compile and not reference else self.model
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                                   weight_decay=5e-4)
+        self.obj_cfg = objectives.ObjectiveConfig(cfg.cn.consist_wt, cfg.augmix.jsd_weight)
+        self.objective = objectives.REGISTRY[self.objective_name]
+        self.amp = "none" if reference else cfg.amp
+        self.batches = self._reference_batches(images, labels) if reference else \
+            self._snc_batches(images, labels)
+        self.times: List[float] = []
+
+    def _snc_batches(self, images, labels):
+        d = self.cfg.dataset
+        augmix = None
+        if self.cfg.augmix.enabled:
+            augmix = AugMix(list(d.mean), list(d.std), severity=self.cfg.augmix.severity)
+        loader = ArrayLoader(images, labels, batch_size=self.cfg.batch_size, mean=list(d.mean),
+                             std=list(d.std), train=True, augmix=augmix, device=self.device,
+                             drop_last=True, channels_last=self.cfg.channels_last)
+
+        def forever():
+            while True:
+                yield from loader
+        return forever()
+
+    def _reference_batches(self, images, labels):
+        from snc.data.reference import reference_loader
+
+        loader = reference_loader(images, labels, self.cfg)
+
+        def forever():
+            while True:
+                for x, y in loader:
+                    if isinstance(x, (list, tuple)):
+                        x = tuple(v.to(self.device, non_blocking=True) for v in x)
+                    else:
+                        x = x.to(self.device, non_blocking=True)
+                    yield x, y.to(self.device, non_blocking=True)
+        return forever()
+
+    def step(self) -> float:
+        sync(self.device)
+        start = time.perf_counter()
+        batch = next(self.batches)
+        with autocast_context(self.device, self.amp):
+            loss, _ = self.objective(self.forward, batch, self.model.cn_controller, self.obj_cfg)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        sync(self.device)
+        return time.perf_counter() - start
+
+
+def time_eval(variant: Variant, images, labels, batches: int) -> float:
+    d = variant.cfg.dataset
+    n = min(len(images), batches * variant.cfg.eval_batch_size)
+    loader = ArrayLoader(images[:n], labels[:n], batch_size=variant.cfg.eval_batch_size,
+                         mean=list(d.mean), std=list(d.std), device=variant.device,
+                         channels_last=variant.cfg.channels_last)
+    count_errors(variant.forward, loader, variant.amp)  # warm-up
+    sync(variant.device)
+    start = time.perf_counter()
+    count_errors(variant.forward, loader, variant.amp)
+    sync(variant.device)
+    return n / (time.perf_counter() - start)
+
+
+def main(argv: List[str]) -> int:
+    cfg = compose_cfg(argv)
+    device = select_device(cfg.device)
+    bench = cfg.get("bench") or {}
+    cuda = device.type == "cuda"
+    steps = int(bench.get("steps", 20 if cuda else 2))
+    warmup = int(bench.get("warmup", 5 if cuda else 1))
+    eval_batches = int(bench.get("eval_batches", 10 if cuda else 1))
+    n_images = int(bench.get("images", 50_000 if cuda else 4 * cfg.batch_size))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n_images, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, n_images)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(torch.get_num_threads())
+
+    def variant_cfg(sn: bool, cn: bool, prob: float = 1.0):
+        c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        c.sn.enabled, c.cn.enabled = sn, cn
+        c.cn.prob = prob
+        if not cn:
+            c.objective.name = "auto" if c.objective.name in ("cn", "consistency") else \
+                c.objective.name
+        return c
+
+    want_sn, want_cn = bool(cfg.sn.enabled), bool(cfg.cn.enabled)
+    specs: Dict[str, Callable[[], Variant]] = {
+        "plain": lambda: Variant("plain", variant_cfg(False, False), device, images, labels),
+        "+sn": lambda: Variant("+sn", variant_cfg(True, False), device, images, labels),
+        "+cn": lambda: Variant("+cn", variant_cfg(False, True), device, images, labels),
+    }
+    requested = "requested"
+    if (want_sn, want_cn) == (False, False):
+        requested = "plain"
+    elif (want_sn, want_cn) == (True, False):
+        requested = "+sn"
+    elif (want_sn, want_cn) == (False, True):
+        requested = "+cn"
+    else:
+        specs[requested] = lambda: Variant(requested, variant_cfg(True, True), device, images,
+                                           labels)
+    specs["reference"] = lambda: Variant("reference", variant_cfg(want_sn, want_cn,
+                                                                  cfg.cn.prob), device,
+                                         images, labels, reference=True)
+    variants = {name: make() for name, make in specs.items()}
+    for _ in range(warmup):
+        for v in variants.values():
+            v.step()
+    peaks = {}
+    for _ in range(steps):
+        for v in variants.values():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            v.times.append(v.step())
+            peaks[v.name] = max(peaks.get(v.name, 0.0), peak_memory_mb(device))
+    print(f"device={device} backbone={cfg.backbone.name} batch={cfg.batch_size} amp={cfg.amp} "
+          f"channels_last={cfg.channels_last} compile={cfg.compile} augmix={cfg.augmix.enabled} "
+          f"objective={variants[requested].objective_name} steps={steps} warmup={warmup}")
+    print(f"{'variant':<11}{'step ms':>10}{'± ms':>8}{'train img/s':>13}{'peak MB':>10}")
+    mean = {}
+    for name, v in variants.items():
+        mean[name] = statistics.mean(v.times)
+        sd = statistics.stdev(v.times) if len(v.times) > 1 else 0.0
+        print(f"{name:<11}{1000 * mean[name]:>10.1f}{1000 * sd:>8.1f}"
+              f"{cfg.batch_size / mean[name]:>13.0f}{peaks[name]:>10.0f}")
+    sn_over = 100 * (mean["+sn"] / mean["plain"] - 1)
+    cn_over = 100 * (mean["+cn"] / mean["plain"] - 1)
+    print(f"sn_overhead={sn_over:.1f}%  cn_overhead(prob=1)={cn_over:.1f}%  "
+          f"cn_overhead(prob={cfg.cn.prob})={cn_over * cfg.cn.prob:.1f}%")
+    eval_snc = time_eval(variants[requested], images, labels, eval_batches)
+    print(f"eval img/s (inference, batch {cfg.eval_batch_size}): snc {eval_snc:.0f}")
+    epoch_images = 50_000
+    print(f"100 CIFAR epochs at this rate: snc {100 * epoch_images * mean[requested] / cfg.batch_size / 60:.1f} min, "
+          f"reference {100 * epoch_images * mean['reference'] / cfg.batch_size / 60:.1f} min; "
+          f"CIFAR-C (750,000 images) eval: {750_000 / eval_snc:.0f} s")
+    print(f"speedup_vs_reference={mean['reference'] / mean[requested]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

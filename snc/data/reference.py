@@ -1,0 +1,69 @@
+"""The data pipeline as the official CrossNorm/SelfNorm (and AugMix) CIFAR scripts run it.
+
+PIL images, torchvision transforms (``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``,
+``ToTensor``, ``Normalize``), per-sample AugMix with PIL ops and NumPy's global generator, and a
+``DataLoader`` with 2 worker processes. snc does not train with it: it is the baseline of
+``scripts/bench.py`` and the reference of the equivalence tests of snc's batched pipeline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from snc.data.augmix import OPS, pil_reference_op
+
+
+def augmix_pil(image: Image.Image, preprocess, severity: int = 3, width: int = 3,
+               depth: int = -1, alpha: float = 1.0) -> torch.Tensor:
+    """AugMix of one PIL image as in google-research/augmix ``cifar.py``'s ``aug``."""
+    ws = np.float32(np.random.dirichlet([alpha] * width))
+    m = np.float32(np.random.beta(alpha, alpha))
+    mix = torch.zeros_like(preprocess(image))
+    for i in range(width):
+        image_aug = image.copy()
+        for _ in range(depth if depth > 0 else np.random.randint(1, 4)):
+            op = OPS[np.random.randint(len(OPS))]
+            level = np.random.uniform(0.1, severity)
+            sign = -1.0 if np.random.uniform() > 0.5 else 1.0
+            image_aug = pil_reference_op(op, image_aug, level, sign)
+        mix += ws[i] * preprocess(image_aug)
+    return (1 - m) * preprocess(image) + m * mix
+
+
+class ReferenceDataset(torch.utils.data.Dataset):
+    """uint8 ``(N, 32, 32, 3)`` arrays served as PIL images through torchvision transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, augmix: bool = False,
+                 severity: int = 3):
+        import torchvision.transforms as T
+
+        self.images, self.labels = images, labels
+        self.preprocess = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+        if augmix:  # official AugMix order: flip then crop on PIL, then the 3 views
+            self.geometric = T.Compose([T.RandomHorizontalFlip(), T.RandomCrop(32, padding=4)])
+        else:
+            self.geometric = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()])
+        self.augmix, self.severity = augmix, severity
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        img = self.geometric(Image.fromarray(self.images[i]))
+        y = int(self.labels[i])
+        if self.augmix:
+            return (self.preprocess(img), augmix_pil(img, self.preprocess, self.severity),
+                    augmix_pil(img, self.preprocess, self.severity)), y
+        return self.preprocess(img), y
+
+
+def reference_loader(images: np.ndarray, labels: np.ndarray, cfg, workers: int = 2):
+    """The official-style training loader for ``cfg`` (batch size, normalization, AugMix)."""
+    ds = ReferenceDataset(images, labels, list(cfg.dataset.mean), list(cfg.dataset.std),
+                          augmix=bool(cfg.augmix.enabled), severity=cfg.augmix.severity)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
+        pin_memory=torch.cuda.is_available(), drop_last=True,
+        persistent_workers=workers > 0)
