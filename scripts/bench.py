@@ -12,15 +12,17 @@ For the chosen backbone it times one training step (data + forward + backward + 
   switched on at every step (``prob=1``, the worst case), and also reported at the configured
   ``prob``;
 - ``reference``: the requested variant as the official scripts run it: torchvision PIL
-  transforms (and PIL AugMix) in a 2-worker DataLoader, fp32.
+  transforms (and PIL AugMix) in a 2-worker DataLoader, fp32, SelfNorm with the official
+  unfused statistics (``snc.reference``).
 
 It also times evaluation (inference mode, ``eval_batch_size``) and reports peak memory (CUDA:
 allocator peak; CPU: process max RSS). Timing: warm-up steps first, then the mean and standard
-deviation of the timed steps, variants interleaved so slow drifts hit all alike; CUDA events
+deviation of the timed steps (the median on CPU, where two busy cores make single steps
+noisy), variants interleaved so slow drifts hit all alike; CUDA events
 with synchronisation on GPUs. The last line is ``speedup_vs_reference=<reference step time /
 snc step time>``.
 
-Bench-only options (prefix ``+bench.``): ``steps`` (timed steps per variant, default 2 on CPU,
+Bench-only options (prefix ``+bench.``): ``steps`` (timed steps per variant, default 3 on CPU,
 20 on CUDA), ``warmup`` (1 / 5), ``eval_batches`` (1 / 10), ``images`` (dataset size).
 """
 
@@ -73,6 +75,10 @@ class Variant:
         torch.manual_seed(0)
         self.objective_name = validate(cfg)
         self.model = build_network(cfg, 10).to(device)
+        if reference:
+            from snc.reference import use_official_ops
+
+            use_official_ops(self.model)
         if cfg.channels_last and not reference:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if cfg.compile and not reference else self.model
@@ -100,7 +106,7 @@ class Variant:
         return forever()
 
     def _reference_batches(self, images, labels):
-        from snc.data.reference import reference_loader
+        from snc.reference import reference_loader
 
         loader = reference_loader(images, labels, self.cfg)
 
@@ -133,7 +139,10 @@ def time_eval(variant: Variant, images, labels, batches: int) -> float:
     loader = ArrayLoader(images[:n], labels[:n], batch_size=variant.cfg.eval_batch_size,
                          mean=list(d.mean), std=list(d.std), device=variant.device,
                          channels_last=variant.cfg.channels_last)
-    count_errors(variant.forward, loader, variant.amp)  # warm-up
+    warm = ArrayLoader(images[:64], labels[:64], batch_size=64, mean=list(d.mean),
+                       std=list(d.std), device=variant.device,
+                       channels_last=variant.cfg.channels_last)
+    count_errors(variant.forward, warm, variant.amp)  # warm-up
     sync(variant.device)
     start = time.perf_counter()
     count_errors(variant.forward, loader, variant.amp)
@@ -146,7 +155,7 @@ def main(argv: List[str]) -> int:
     device = select_device(cfg.device)
     bench = cfg.get("bench") or {}
     cuda = device.type == "cuda"
-    steps = int(bench.get("steps", 20 if cuda else 2))
+    steps = int(bench.get("steps", 20 if cuda else 3))
     warmup = int(bench.get("warmup", 5 if cuda else 1))
     eval_batches = int(bench.get("eval_batches", 10 if cuda else 1))
     n_images = int(bench.get("images", 50_000 if cuda else 4 * cfg.batch_size))
@@ -199,10 +208,12 @@ def main(argv: List[str]) -> int:
     print(f"device={device} backbone={cfg.backbone.name} batch={cfg.batch_size} amp={cfg.amp} "
           f"channels_last={cfg.channels_last} compile={cfg.compile} augmix={cfg.augmix.enabled} "
           f"objective={variants[requested].objective_name} steps={steps} warmup={warmup}")
-    print(f"{'variant':<11}{'step ms':>10}{'± ms':>8}{'train img/s':>13}{'peak MB':>10}")
+    print(f"{'variant':<11}{'step ms' if cuda else 'median ms':>10}{'± ms':>8}"
+          f"{'train img/s':>13}{'peak MB':>10}")
     mean = {}
+    center = statistics.mean if cuda else statistics.median
     for name, v in variants.items():
-        mean[name] = statistics.mean(v.times)
+        mean[name] = center(v.times)
         sd = statistics.stdev(v.times) if len(v.times) > 1 else 0.0
         print(f"{name:<11}{1000 * mean[name]:>10.1f}{1000 * sd:>8.1f}"
               f"{cfg.batch_size / mean[name]:>13.0f}{peaks[name]:>10.0f}")
@@ -213,9 +224,11 @@ def main(argv: List[str]) -> int:
     eval_snc = time_eval(variants[requested], images, labels, eval_batches)
     print(f"eval img/s (inference, batch {cfg.eval_batch_size}): snc {eval_snc:.0f}")
     epoch_images = 50_000
-    print(f"100 CIFAR epochs at this rate: snc {100 * epoch_images * mean[requested] / cfg.batch_size / 60:.1f} min, "
-          f"reference {100 * epoch_images * mean['reference'] / cfg.batch_size / 60:.1f} min; "
-          f"CIFAR-C (750,000 images) eval: {750_000 / eval_snc:.0f} s")
+    minutes = {k: 100 * epoch_images * mean[k] / cfg.batch_size / 60
+               for k in (requested, "reference")}
+    print(f"100 CIFAR epochs at this rate: snc {minutes[requested]:.1f} min, reference "
+          f"{minutes['reference']:.1f} min; CIFAR-C (750,000 images) eval: "
+          f"{750_000 / eval_snc:.0f} s")
     print(f"speedup_vs_reference={mean['reference'] / mean[requested]:.3f}")
     return 0
 

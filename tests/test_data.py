@@ -235,3 +235,31 @@ def test_synthetic_set_is_balanced_deterministic_and_style_varies():
     assert means.std(0).min() > 20
     with pytest.raises(ValueError, match="num_classes"):
         make_synthetic(10, 0, num_classes=11)
+
+
+def test_batched_augmix_matches_the_reference_augmix_statistically():
+    """Same op set, levels, chain depths and mixing distributions as the per-image PIL AugMix:
+    the distance of a view from its clean image has the same distribution (mean within four
+    standard errors, quantiles close)."""
+    import torchvision.transforms as T
+
+    from snc.reference import augmix_pil
+
+    images, _ = make_synthetic(96, 4)
+    mean, std = [0.5] * 3, [0.5] * 3
+    preprocess = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+    np.random.seed(10)
+    clean = torch.stack([preprocess(Image.fromarray(im)) for im in images])
+    ref = torch.stack([torch.stack([augmix_pil(Image.fromarray(im), preprocess)
+                                    for im in images]) for _ in range(8)])
+    aug = AugMix(mean, std)
+    g = torch.Generator().manual_seed(10)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    ours = torch.stack([aug(x, g) for _ in range(8)])
+    d_ref = (ref - clean).abs().mean(dim=(2, 3, 4)).flatten()
+    d_ours = (ours - clean).abs().mean(dim=(2, 3, 4)).flatten()
+    se = (d_ref.var() / len(d_ref) + d_ours.var() / len(d_ours)).sqrt()
+    assert abs(d_ours.mean() - d_ref.mean()) < 4 * se
+    q = torch.tensor([0.1, 0.5, 0.9])
+    assert (torch.quantile(d_ours, q) - torch.quantile(d_ref, q)).abs().max() < 0.03
+    assert abs(ours.mean() - ref.mean()) < 0.02 and abs(ours.std() - ref.std()) < 0.02

@@ -255,6 +255,26 @@ def test_selfnorm_under_autocast_channels_last_and_gradients():
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
 
 
+@pytest.mark.parametrize("shape", [(6, 5, 12, 10), (4, 3, 7)])
+def test_fused_selfnorm_equals_autograd_through_the_plain_ops(shape):
+    import copy
+
+    sn = SelfNorm(shape[1]).train()
+    plain = copy.deepcopy(sn)
+    x = (torch.randn(shape) * 2 + 1).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    weights = torch.randn(shape)
+    (sn(x) * weights).sum().backward(retain_graph=True)
+    n, c = shape[:2]
+    mean, std = channel_stats(x_ref, 1e-12)  # the unfused reference: autograd everywhere
+    gate = plain._g(mean.reshape(n, c, 1), std.reshape(n, c, 1)).reshape(mean.shape)
+    (x_ref * gate * weights).sum().backward()
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-6)
+    for fused_p, plain_p in zip(sn.parameters(), plain.parameters(), strict=True):
+        assert torch.allclose(fused_p.grad, plain_p.grad, atol=1e-6)
+    assert torch.equal(sn.g_bn.running_var, plain.g_bn.running_var)
+
+
 def test_selfnorm_batch_of_one_in_training_is_a_clear_error():
     sn = SelfNorm(5).train()
     with pytest.raises(ValueError, match="batch of at least 2"):

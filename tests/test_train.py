@@ -195,3 +195,15 @@ def test_multirun_writes_complete_run_dirs(tmp_path):
     for r in runs:
         assert json.loads((r / "results.json").read_text())["seed"] in (1, 2)
         assert (r / "config.yaml").exists() and (r / "metrics.jsonl").exists()
+
+
+def test_bench_script_reports_every_variant_and_the_speedup(tmp_path):
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "backbone=wrn16_2",
+           "+backbone.overrides.depth=10", "+backbone.overrides.widen_factor=1", "sn=on",
+           "cn=on", "device=cpu", "batch_size=16", "eval_batch_size=32", "+bench.steps=2",
+           "+bench.warmup=1", "+bench.images=64"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300).stdout.strip().splitlines()
+    names = [line.split()[0] for line in out]
+    assert {"plain", "+sn", "+cn", "requested", "reference"} <= set(names)
+    assert out[-1].startswith("speedup_vs_reference=") and float(out[-1].split("=")[1]) > 0

@@ -14,10 +14,51 @@ to the official ``is_two=True`` path: ``x*g + mu*(f - g)``. Parameter names (``g
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
-from snc.ops.stats import SELFNORM_EPS, channel_stats
+from snc.ops.stats import SELFNORM_EPS, _mean_std, channel_stats, stats_backward
+
+
+class _SelfNormOneGate(torch.autograd.Function):
+    """``x * gate(mean(x), std(x))`` with one fused backward pass over ``x``.
+
+    The gate (a few ops on ``(N, C, 2)``) keeps its own small autograd graph, built in the
+    forward; the backward reads ``x`` and the output gradient once more:
+    ``dx = dy * g + dmean / L + dstd * (x - mean) / ((L - 1) * std)`` with
+    ``dg = sum_L dy * x``. Equal to autograd through the unfused ops (tested).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gate: Callable, eps: float, *params: torch.Tensor):
+        n, c = x.shape[:2]
+        flat = x.reshape(n, c, -1)
+        mean, std = _mean_std(flat.float(), eps)
+        with torch.enable_grad():
+            mean_leaf = mean.detach().requires_grad_()
+            std_leaf = std.detach().requires_grad_()
+            g = gate(mean_leaf, std_leaf)  # (N, C, 1) float32, graph to the gate parameters
+        ctx.save_for_backward(x, mean, std)
+        ctx.graph = (g, mean_leaf, std_leaf, params)
+        return x * g.detach().reshape((n, c) + (1,) * (x.dim() - 2)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, mean, std = ctx.saved_tensors
+        g, mean_leaf, std_leaf, params = ctx.graph
+        n, c = x.shape[:2]
+        flat = x.reshape(n, c, -1).float()
+        grad_flat = grad_out.reshape(n, c, -1).float()
+        grad_g = torch.linalg.vecdot(grad_flat, flat).unsqueeze(-1)
+        # retain_graph: the gate graph is tiny, and an outer backward(retain_graph=True) may
+        # call this backward again
+        grads = torch.autograd.grad(g, (mean_leaf, std_leaf) + tuple(params), grad_g,
+                                    allow_unused=True, retain_graph=True)
+        grad_x = stats_backward(flat, mean, std, grads[0], grads[1])
+        grad_x.addcmul_(grad_flat, g.detach())
+        return (grad_x.reshape(x.shape).to(x.dtype), None, None) + tuple(grads[2:])
 
 
 class SelfNorm(nn.Module):
@@ -55,16 +96,28 @@ class SelfNorm(nn.Module):
                 "SelfNorm needs a batch of at least 2 in training mode (its gate normalizes over "
                 "the batch); use a larger batch or drop the last incomplete batch, or call eval()"
             )
-        n, c = x.shape[:2]
+        if self.gates == 1 and torch.is_grad_enabled():
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return _SelfNormOneGate.apply(x, self._g, self.eps, *self._g_params())
         mean, std = channel_stats(x, self.eps)
-        stats = torch.stack((mean.reshape(n, c), std.reshape(n, c)), dim=-1)  # (N, C, 2)
         shape = mean.shape
+        n, c = x.shape[:2]
         with torch.autocast(device_type=x.device.type, enabled=False):
-            g = torch.sigmoid(self.g_bn(self.g_fc(stats))).reshape(shape)
+            g = self._g(mean.reshape(n, c, 1), std.reshape(n, c, 1)).reshape(shape)
             if self.gates == 1:
                 return x * g.to(x.dtype)
-            f = torch.sigmoid(self.f_bn(self.f_fc(stats))).reshape(shape)
+            f = self._f(mean.reshape(n, c, 1), std.reshape(n, c, 1)).reshape(shape)
             return x * g.to(x.dtype) + (mean * (f - g)).to(x.dtype)
+
+    def _g(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """g = sigmoid(BN(w1 * mean + w2 * std)) from ``(N, C, 1)`` statistics."""
+        return torch.sigmoid(self.g_bn(self.g_fc(torch.cat((mean, std), dim=-1))))
+
+    def _f(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.f_bn(self.f_fc(torch.cat((mean, std), dim=-1))))
+
+    def _g_params(self):
+        return [p for p in (self.g_fc.weight, self.g_bn.weight, self.g_bn.bias) if p is not None]
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, gates={self.gates}"

@@ -42,6 +42,47 @@ def crop(x: torch.Tensor, box: Optional[Box]) -> torch.Tensor:
     return x[index]
 
 
+def _mean_std(xf: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Two-pass mean and ``sqrt(unbiased var + eps)`` over the last axis of a float tensor."""
+    mean = xf.mean(dim=-1, keepdim=True)
+    var = torch.linalg.vector_norm(xf - mean, dim=-1, keepdim=True).square_()
+    return mean, var.div_(xf.shape[-1] - 1).add_(eps).sqrt_()
+
+
+def stats_backward(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                   grad_mean: torch.Tensor, grad_std: torch.Tensor) -> torch.Tensor:
+    """Gradient w.r.t. ``x`` (float32, ``(N, C, L)``) of the statistics of :func:`_mean_std`."""
+    length = x.shape[-1]
+    scale = grad_std / ((length - 1) * std)
+    shift = grad_mean / length - mean * scale
+    return torch.addcmul(shift, x.float(), scale)
+
+
+class _ChannelStats(torch.autograd.Function):
+    """Mean and ``sqrt(unbiased var + eps)`` over the last axis of ``(N, C, L)``.
+
+    Two passes (the mean, then the norm of the centred values) instead of ``torch.var_mean``:
+    as stable, and on CPU an order of magnitude faster than its Welford kernel. The backward is
+    the closed form ``dx = g_mean / L + g_std * (x - mean) / ((L - 1) * std)``, one fused
+    multiply-add over the input.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float):
+        mean, std = _mean_std(x.float(), eps)
+        ctx.save_for_backward(x, mean, std)
+        return mean, std
+
+    @staticmethod
+    def backward(ctx, grad_mean, grad_std):
+        x, mean, std = ctx.saved_tensors
+        if grad_mean is None:
+            grad_mean = torch.zeros_like(mean)
+        if grad_std is None:
+            grad_std = torch.zeros_like(std)
+        return stats_backward(x, mean, std, grad_mean, grad_std).to(x.dtype), None
+
+
 def channel_stats(
     x: torch.Tensor, eps: float, box: Optional[Box] = None
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -66,9 +107,7 @@ def channel_stats(
             f"channel statistics need at least 2 spatial positions, got region "
             f"{tuple(region.shape[2:])}; place the unit before the final pooling"
         )
-    flat = region.reshape(n, c, count).float()
-    var, mean = torch.var_mean(flat, dim=2, correction=1, keepdim=True)
-    std = (var + eps).sqrt()
+    mean, std = _ChannelStats.apply(region.reshape(n, c, count), eps)
     shape = (n, c) + (1,) * (x.dim() - 2)
     return mean.reshape(shape), std.reshape(shape)
 

@@ -1,18 +1,43 @@
-"""The data pipeline as the official CrossNorm/SelfNorm (and AugMix) CIFAR scripts run it.
+"""The training pipeline as the official CrossNorm/SelfNorm (and AugMix) CIFAR scripts run it.
 
 PIL images, torchvision transforms (``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``,
-``ToTensor``, ``Normalize``), per-sample AugMix with PIL ops and NumPy's global generator, and a
-``DataLoader`` with 2 worker processes. snc does not train with it: it is the baseline of
-``scripts/bench.py`` and the reference of the equivalence tests of snc's batched pipeline.
+``ToTensor``, ``Normalize``), per-sample AugMix with PIL ops and NumPy's global generator, a
+``DataLoader`` with 2 worker processes, and SelfNorm computed with the official unfused ops
+(``var`` and ``mean`` as separate autograd ops, then ``x * g``). snc does not train with it: it
+is the baseline of ``scripts/bench.py`` and the reference of equivalence tests.
 """
 
 from __future__ import annotations
+
+import types
 
 import numpy as np
 import torch
 from PIL import Image
 
 from snc.data.augmix import OPS, pil_reference_op
+from snc.ops import SelfNorm
+
+
+def official_selfnorm_forward(self: SelfNorm, x: torch.Tensor) -> torch.Tensor:
+    """The official ``SelfNorm.forward`` (``calc_ins_mean_std`` + gate), for timing only."""
+    n, c = x.shape[:2]
+    flat = x.view(n, c, -1)
+    std = (flat.var(dim=2) + self.eps).sqrt().view(n, c, 1)
+    mean = flat.mean(dim=2).view(n, c, 1)
+    g = torch.sigmoid(self.g_bn(self.g_fc(torch.cat((mean, std), -1)))).view(n, c, 1, 1)
+    if self.gates == 1:
+        return x * g.expand_as(x)
+    f = torch.sigmoid(self.f_bn(self.f_fc(torch.cat((mean, std), -1)))).view(n, c, 1, 1)
+    return x * g + mean.view(n, c, 1, 1) * (f - g)
+
+
+def use_official_ops(model: torch.nn.Module) -> torch.nn.Module:
+    """Makes every SelfNorm of ``model`` compute as the official code does."""
+    for m in model.modules():
+        if isinstance(m, SelfNorm):
+            m.forward = types.MethodType(official_selfnorm_forward, m)
+    return model
 
 
 def augmix_pil(image: Image.Image, preprocess, severity: int = 3, width: int = 3,
