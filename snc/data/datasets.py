@@ -31,7 +31,7 @@ from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
 from snc.data.loader import ArrayLoader
 
 log = logging.getLogger("snc")
-DATASETS = ("cifar10", "cifar100", "synthetic", "npz")
+DATASETS = ("cifar10", "cifar100", "synthetic", "npz", "imagenet")
 CORRUPTED_MODES = ("published", "generate", "none")
 
 
@@ -136,23 +136,32 @@ def corrupted_root(cfg, data_dir: Path) -> Path:
     return data_dir / f"{stem}-C-generated-{d.corruption_preset}"
 
 
-def build_data(cfg, device, *, progress: bool = True) -> Data:
-    """Loaders for ``cfg`` on ``device`` (and the corrupted sets, generating them if asked)."""
+def _augmix(cfg) -> Optional[AugMix]:
+    if not cfg.augmix.enabled:
+        return None
+    return AugMix(list(cfg.dataset.mean), list(cfg.dataset.std), severity=cfg.augmix.severity,
+                  width=cfg.augmix.width, depth=cfg.augmix.depth, alpha=cfg.augmix.alpha)
+
+
+def build_data(cfg, device, *, progress: bool = True, rank: int = 0, world: int = 1) -> Data:
+    """Loaders for ``cfg`` on ``device`` (and the corrupted sets, generating them if asked).
+
+    ``rank``/``world``: this process's shard under ``torch.distributed``.
+    """
     d = cfg.dataset
     mode = d.get("corrupted", "none")
     if mode not in CORRUPTED_MODES:
         raise ValueError(f"dataset.corrupted={mode!r}; choose one of {', '.join(CORRUPTED_MODES)}")
+    if d.name == "imagenet":
+        return _build_folder_data(cfg, device, mode, progress, rank, world)
     data_dir = Path(cfg.paths.data_dir)
     xtr, ytr, xte, yte = load_arrays(cfg, data_dir)
     num_classes = int(d.get("num_classes") or int(max(ytr.max(), yte.max())) + 1)
     mean, std = list(d.mean), list(d.std)
-    augmix = None
-    if cfg.augmix.enabled:
-        augmix = AugMix(mean, std, severity=cfg.augmix.severity, width=cfg.augmix.width,
-                        depth=cfg.augmix.depth, alpha=cfg.augmix.alpha)
-    common = dict(mean=mean, std=std, device=device, channels_last=cfg.channels_last)
+    common = dict(mean=mean, std=std, device=device, channels_last=cfg.channels_last,
+                  rank=rank, world=world)
     train = ArrayLoader(xtr, ytr, batch_size=cfg.batch_size, train=True,
-                        padding=d.get("crop_padding", 4), augmix=augmix,
+                        padding=d.get("crop_padding", 4), augmix=_augmix(cfg),
                         drop_last=cfg.get("drop_last", False), seed=cfg.seed, **common)
     test = ArrayLoader(xte, yte, batch_size=cfg.eval_batch_size, **common)
     corrupted = None
@@ -162,9 +171,14 @@ def build_data(cfg, device, *, progress: bool = True) -> Data:
         names = _corruption_list(cfg)
 
         def generate() -> None:
-            generate_cifar_style(xte, yte, root, corruptions=names, preset=d.corruption_preset,
-                                 seed=d.get("corruption_seed", 0), workers=default_workers(),
-                                 progress=progress, source=f"{d.name} test set")
+            from snc.distributed import barrier
+
+            if rank == 0:  # one process generates, the others wait for the files
+                generate_cifar_style(xte, yte, root, corruptions=names,
+                                     preset=d.corruption_preset,
+                                     seed=d.get("corruption_seed", 0), workers=default_workers(),
+                                     progress=progress, source=f"{d.name} test set")
+            barrier()
 
         corrupted = CorruptedSets(
             root=root, corruptions=names, mode=mode, generate=generate,
@@ -175,3 +189,92 @@ def build_data(cfg, device, *, progress: bool = True) -> Data:
 
 def corruption_names(data: Data) -> List[str]:
     return list(data.corrupted.corruptions) if data.corrupted else []
+
+
+@dataclass
+class CorruptedFolderSets:
+    """ImageNet-C-style corrupted sets: ``<root>/<corruption>/<severity>/<wnid>/*.JPEG``."""
+
+    root: Path
+    corruptions: Tuple[str, ...]
+    mode: str
+    make_loader: Callable[[object], object]
+    generate: Callable[[], None]
+    transform: object = None
+    counts: Dict[Tuple[str, int], int] = field(default_factory=dict)
+    generated: bool = False
+
+    def prepare(self) -> None:
+        from snc.data.corrupted import imagenet_c_dir
+
+        if self.mode == "generate":
+            self.generate()
+        for name in self.corruptions:
+            for s in range(1, 6):
+                imagenet_c_dir(self.root, name, s)  # raises with the download/generate hint
+        self.generated = bool(read_manifest(self.root).get("generated"))
+
+    def __iter__(self):
+        from snc.data.corrupted import load_imagenet_c
+
+        for name in self.corruptions:
+            for s in range(1, 6):
+                ds = load_imagenet_c(self.root, name, s, transform=self.transform)
+                self.counts[(name, s)] = len(ds)
+                yield name, s, (lambda ds=ds: iter(self.make_loader(ds)))
+
+    def expected(self, name: str, severity: int) -> int:
+        return self.counts[(name, severity)]
+
+
+def _build_folder_data(cfg, device, mode: str, progress: bool, rank: int, world: int) -> Data:
+    from torchvision.datasets import ImageFolder
+
+    from snc.data.corrupted import generate_imagenet_style
+    from snc.data.imagenet import TRAIN_DIRS, VAL_DIRS, FolderLoader, imagenet_transform, split_dir
+
+    d = cfg.dataset
+    root = Path(d.root)
+    size, resize = int(d.image_size), int(d.resize_size)
+    train_set = ImageFolder(str(split_dir(root, TRAIN_DIRS)), imagenet_transform(True, size))
+    val_dir = split_dir(root, VAL_DIRS)
+    eval_tf = imagenet_transform(False, size, resize)
+    val_set = ImageFolder(str(val_dir), eval_tf)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must be divisible "
+                         f"by the {world} processes")
+    common = dict(mean=list(d.mean), std=list(d.std), device=device, rank=rank, world=world,
+                  channels_last=cfg.channels_last, workers=int(d.workers))
+    train = FolderLoader(train_set, cfg.batch_size // world, train=True, seed=cfg.seed,
+                         augmix=_augmix(cfg), drop_last=cfg.get("drop_last", False), **common)
+    test = FolderLoader(val_set, max(1, cfg.eval_batch_size // world), **common)
+    info: Dict[str, object] = {"dataset": d.name, "num_train": len(train_set),
+                               "num_test": len(val_set), "num_classes_found":
+                               len(train_set.classes)}
+    corrupted = None
+    if mode != "none" and cfg.get("evaluate_corruptions", True):
+        c_root = Path(d.corrupted_dir) if d.get("corrupted_dir") else \
+            Path(cfg.paths.data_dir) / "ImageNet-C-generated"
+        names = _corruption_list(cfg)
+
+        def generate() -> None:
+            if rank == 0:
+                generate_imagenet_style(val_dir, c_root, corruptions=names,
+                                        preset=d.corruption_preset,
+                                        seed=d.get("corruption_seed", 0),
+                                        workers=default_workers(), progress=progress)
+            from snc.distributed import barrier
+
+            barrier()
+
+        # ImageNet-C images are 224 px already; the official script still applies
+        # Resize(256) + CenterCrop(224) (dataset.imagenet_c_resize=true), the authors only the crop
+        c_tf = eval_tf if d.get("imagenet_c_resize", True) else imagenet_transform(
+            False, size, size)
+        corrupted = CorruptedFolderSets(
+            root=c_root, corruptions=names, mode=mode, generate=generate, transform=c_tf,
+            make_loader=lambda ds: FolderLoader(ds, max(1, cfg.eval_batch_size // world),
+                                                **common))
+        info.update(corrupted_dir=str(c_root))
+    num_classes = int(d.get("num_classes") or len(train_set.classes))
+    return Data(train=train, test=test, num_classes=num_classes, corrupted=corrupted, info=info)

@@ -58,8 +58,10 @@ class ArrayLoader:
         augmix: if given, training batches are ``((clean, augmix1, augmix2), labels)``.
         drop_last: drop the last incomplete batch (default False, as the official loader).
         device: where the data lives and batches are made.
-        seed: seed of the loader's generator (order, crops, flips, AugMix draws).
+        seed: seed of the loader's generators (order; crops, flips and AugMix draws).
         channels_last: return batches in channels-last memory format.
+        rank, world: this process's shard. ``batch_size`` is the global batch; each rank gets
+            every ``world``-th sample of it (training) or of the set (evaluation, no padding).
     """
 
     images: Union[np.ndarray, torch.Tensor]
@@ -75,6 +77,8 @@ class ArrayLoader:
     device: Union[str, torch.device] = "cpu"
     seed: int = 0
     channels_last: bool = False
+    rank: int = 0
+    world: int = 1
 
     def __post_init__(self) -> None:
         if not torch.is_tensor(self.images):
@@ -92,8 +96,11 @@ class ArrayLoader:
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
         self._mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+        # the order is drawn identically on every rank; augmentation draws differ per rank
+        self.order_generator = torch.Generator()
+        self.order_generator.manual_seed(self.seed)
         self.generator = torch.Generator()
-        self.generator.manual_seed(self.seed)
+        self.generator.manual_seed(self.seed + 7919 * self.rank)
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -101,6 +108,12 @@ class ArrayLoader:
 
     @property
     def num_samples(self) -> int:
+        """Samples this rank sees per pass."""
+        return len(range(self.rank, len(self.images), self.world))
+
+    @property
+    def total_samples(self) -> int:
+        """Samples over all ranks per pass (the dataset size)."""
         return len(self.images)
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,12 +123,14 @@ class ArrayLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.images)
-        order = (torch.randperm(n, generator=self.generator).to(self.device) if self.train
-                 else None)
+        order = (torch.randperm(n, generator=self.order_generator).to(self.device)
+                 if self.train else torch.arange(n, device=self.device))
         for i in range(len(self)):
-            idx = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
-            if order is not None:
-                idx = order[idx]
+            idx = order[i * self.batch_size:min(n, (i + 1) * self.batch_size)]
+            if self.world > 1:
+                idx = idx[self.rank::self.world]
+                if len(idx) == 0:
+                    continue
             x, y = self.images[idx], self.labels[idx]
             if self.train:
                 x = random_crop_flip(x, self.padding, self.flip, self.generator)
@@ -128,8 +143,9 @@ class ArrayLoader:
                 yield self._finish(normalize(x, self._mean, self._std)), y
 
     def state_dict(self) -> dict:
-        """The generator state: order, crops, flips and AugMix draws of the next epoch."""
-        return {"generator": self.generator.get_state()}
+        """The generator states: order, crops, flips and AugMix draws of the next epoch."""
+        return {"order": self.order_generator.get_state(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        self.order_generator.set_state(state["order"])
         self.generator.set_state(state["generator"])

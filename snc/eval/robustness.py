@@ -21,6 +21,7 @@ from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 import torch
 
 from snc.data.corruptions import CORRUPTIONS
+from snc.distributed import all_reduce_sum
 
 # AlexNet mean error over the 5 severities of each ImageNet-C corruption (Hendrycks & Dietterich)
 ALEXNET_ERRORS = {
@@ -48,7 +49,8 @@ def count_errors(model: torch.nn.Module, batches: Batches, amp: str = "none",
                  topk: Sequence[int] = (1,)) -> Tuple[Dict[int, int], int]:
     """Wrong predictions (top-k) and the number of samples over ``batches``.
 
-    The model is put in eval mode for the count and restored afterwards.
+    The model is put in eval mode for the count and restored afterwards. Under
+    ``torch.distributed`` each rank passes its shard and the counts are summed over ranks.
 
     Returns:
         ``({k: errors}, samples)``.
@@ -68,7 +70,16 @@ def count_errors(model: torch.nn.Module, batches: Batches, amp: str = "none",
             total += len(y)
     finally:
         model.train(was_training)
-    return {k: int(v) for k, v in wrong.items()}, total
+    # sum over ranks (a no-op in a single process): exact counts, no padding
+    counts = all_reduce_sum([total] + [int(wrong[k]) for k in topk], _device_of(model))
+    return dict(zip(topk, counts[1:], strict=True)), counts[0]
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
 
 
 def error_percent(wrong: int, total: int) -> float:

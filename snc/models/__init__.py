@@ -5,7 +5,7 @@
                         position="post_addition", crop="both", active_num=2, prob=0.25)
 """
 
-from snc.models import cifar  # noqa: F401  (registers the CIFAR backbones)
+from snc.models import cifar, imagenet  # noqa: F401  (registers the backbones)
 from snc.models.base import Backbone
 from snc.models.registry import (
     BackboneSpec,

@@ -99,8 +99,8 @@ def clean_error(model: torch.nn.Module, loader, amp: str = "none") -> Dict[str, 
             break
     topk = (1, 5) if (num_classes or 0) > 5 else (1,)
     wrong, total = count_errors(model, loader, amp, topk=topk)
-    if total != loader.num_samples:
-        raise RuntimeError(f"evaluated {total} samples, the test set has {loader.num_samples}")
+    if total != loader.total_samples:
+        raise RuntimeError(f"evaluated {total} samples, the test set has {loader.total_samples}")
     out = {"clean/error": error_percent(wrong[1], total)}
     if 5 in wrong:
         out["clean/top5_error"] = error_percent(wrong[5], total)

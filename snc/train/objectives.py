@@ -10,7 +10,9 @@ Official formulas (CrossNorm/SelfNorm ``cifar.py``, AugMix ``cifar.py``):
 - ``augmix``: one forward of the 3B batch (clean, AugMix, AugMix) without CN,
   ``CE(clean) + jsd_weight * JSD``; with probability ``prob`` (when the model has CN units) two
   more B-sized forwards of the clean view with CN on add ``consist_wt * JSD(clean, CN1, CN2)``,
-  the clean probabilities coming from the joint forward.
+  the clean probabilities coming from the joint forward (official CIFAR). With
+  ``cn.augmix_joint=true`` (official ImageNet, image-space CN) CN instead acts, with probability
+  ``prob``, on the whole 3B batch of that single forward.
 
 ``JSD(p0, p1, p2) = mean_i KL(p_i || M)``, ``M = clamp(mean_i p_i, 1e-7, 1)``, each KL summed
 over classes and averaged over the batch; nothing is detached.
@@ -33,6 +35,7 @@ OBJECTIVES = ("ce", "cn", "consistency", "augmix")
 class ObjectiveConfig:
     consist_wt: float = 10.0
     jsd_weight: float = 12.0
+    augmix_joint_cn: bool = False  # official ImageNet: CN on the whole 3B batch, no extra term
 
 
 def jsd(logits: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -83,6 +86,14 @@ def consistency(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -
 
 def augmix(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
     (x0, x1, x2), y = batch
+    if cfg.augmix_joint_cn:  # official ImageNet image-CN + AugMix: partners mix images and views
+        with ctrl.step() as on:
+            logits = model(torch.cat((x0, x1, x2)))
+        l0, l1, l2 = torch.split(logits, len(x0))
+        loss_ce = F.cross_entropy(l0, y)
+        term = jsd((l0, l1, l2))
+        return loss_ce + cfg.jsd_weight * term, {"ce": loss_ce.detach(), "jsd": term.detach(),
+                                                 "cn_on": torch.tensor(float(on))}
     logits = model(torch.cat((x0, x1, x2)))
     l0, l1, l2 = torch.split(logits, len(x0))
     loss_ce = F.cross_entropy(l0, y)

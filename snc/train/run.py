@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from snc.data.datasets import build_data
+from snc.distributed import DistInfo, barrier, cleanup, init_distributed
 from snc.eval.robustness import corruption_metrics, evaluate_corruptions
 from snc.models import build_model, count_parameters, count_units
 from snc.tracking import LocalTracker, Trackers, WandbTracker, write_json
@@ -115,7 +116,9 @@ def build_network(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
         blocks = list(blocks)
     overrides = cfg.backbone.get("overrides")
     overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
-    return build_model(
+    if cfg.backbone.get("supports_ibn", False):
+        overrides["ibn"] = cfg.ibn.name
+    model = build_model(
         cfg.backbone.name, num_classes,
         sn=bool(cfg.sn.enabled and cfg.sn.attention == "sn"),
         se=bool(cfg.sn.enabled and cfg.sn.attention == "se"),
@@ -128,6 +131,14 @@ def build_network(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
         prob=cfg.cn.prob, se_reduction=cfg.sn.get("se_reduction", 16), seed=cfg.seed,
         **overrides,
     )
+    if cfg.backbone.get("pretrained"):
+        from snc.models.imagenet.resnet import load_pretrained
+
+        report = load_pretrained(model, cfg.backbone.pretrained)
+        log.info("loaded %s: missing %d keys (the units), unexpected %d, skipped %s",
+                 cfg.backbone.pretrained, len(report["missing"]), len(report["unexpected"]),
+                 report["skipped_shape_mismatch"])
+    return model
 
 
 def _attach_file_log(run_dir: Path) -> logging.Handler:
@@ -160,7 +171,11 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         FileExistsError: ``resume=false`` and the run directory already holds a run.
     """
     objective_name = validate(cfg)
+    dist_cfg = cfg.get("distributed") or {}
+    info = init_distributed(cfg.device, dist_cfg.get("backend", "auto"))
     device = select_device(cfg.device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
     run_dir = run_dir_for(cfg)
     results_path = run_dir / "results.json"
     ckpt_path = run_dir / "ckpt" / "last.pt"
@@ -170,22 +185,33 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     if results_path.exists():
         log.info("%s is finished; returning its results.json", run_dir)
         return json.loads(results_path.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = _attach_file_log(run_dir)
+    handler = None
+    if info.is_main:  # rank 0 alone writes the run directory, logs and checkpoints
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = _attach_file_log(run_dir)
+    else:
+        log.setLevel(logging.WARNING)
+    barrier()
     try:
-        return _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path)
+        return _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path, info)
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+        if info.enabled:
+            cleanup()
 
 
-def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path) -> Dict[str, Any]:
+def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path,
+                        info: DistInfo) -> Dict[str, Any]:
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    log.info("run directory: %s\nresolved config:\n%s", run_dir, resolved)
-    (run_dir / "config.yaml").write_text(resolved)
-    progress = use_tqdm(cfg.get("progress", "auto"))
+    log.info("run directory: %s (%d process%s)\nresolved config:\n%s", run_dir, info.world,
+             "es" if info.world > 1 else "", resolved)
+    if info.is_main:
+        (run_dir / "config.yaml").write_text(resolved)
+    progress = use_tqdm(cfg.get("progress", "auto")) and info.is_main
     seed_everything(cfg.seed)
-    data = build_data(cfg, device, progress=progress)
+    data = build_data(cfg, device, progress=progress, rank=info.rank, world=info.world)
     model = build_network(cfg, data.num_classes).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -193,22 +219,33 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path) -> Dict
     if data.corrupted is not None:
         data.corrupted.prepare()
         data.info["corrupted_set"] = "generated" if data.corrupted.generated else "published"
-    forward_model = torch.compile(model) if cfg.get("compile", False) else model
+    forward_model = model
+    if info.enabled:
+        if (cfg.get("distributed") or {}).get("sync_bn", False):
+            forward_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        forward_model = torch.nn.parallel.DistributedDataParallel(
+            forward_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.get("compile", False):
+        forward_model = torch.compile(forward_model)
     # The official runs decay every parameter (BN and SN included); optionally exempt 1-D ones.
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if cfg.optimizer.get("no_decay_bn_bias") and p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay}] + ([{"params": no_decay, "weight_decay": 0.0}] if no_decay else [])
+    base_lr = cfg.optimizer.lr
+    if cfg.optimizer.get("scale_lr_by_batch"):  # official ImageNet: lr * batch / 256
+        base_lr = base_lr * cfg.batch_size / float(cfg.optimizer.scale_lr_by_batch)
     optimizer = torch.optim.SGD(
         groups,
-        lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum, nesterov=cfg.optimizer.nesterov,
+        lr=base_lr, momentum=cfg.optimizer.momentum, nesterov=cfg.optimizer.nesterov,
         weight_decay=cfg.optimizer.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.schedule.name, epochs=cfg.epochs,
-                                steps_per_epoch=len(data.train), base_lr=cfg.optimizer.lr,
+                                steps_per_epoch=len(data.train), base_lr=base_lr,
                                 min_lr=cfg.schedule.min_lr)
     objective = objectives_module.REGISTRY[objective_name]
-    obj_cfg = objectives_module.ObjectiveConfig(consist_wt=cfg.cn.consist_wt,
-                                                jsd_weight=cfg.augmix.jsd_weight)
+    obj_cfg = objectives_module.ObjectiveConfig(
+        consist_wt=cfg.cn.consist_wt, jsd_weight=cfg.augmix.jsd_weight,
+        augmix_joint_cn=bool(cfg.cn.get("augmix_joint", False)))
     start_epoch, step, tracker_ids, history = 0, 0, {}, {}
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=str(device))
@@ -230,9 +267,10 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path) -> Dict
         "epochs": int(cfg.epochs), "experiment": cfg.get("experiment_name"),
         "num_params": count_parameters(model), "sn_units": units["sn"], "cn_units": units["cn"],
         "se_units": units["se"], "run_dir": str(run_dir), "device": str(device),
+        "ibn": cfg.ibn.name,
         **data.info,
     }
-    trackers = _trackers(cfg, run_dir)
+    trackers = _trackers(cfg, run_dir) if info.is_main else Trackers([])
     group = (cfg.get("group") or cfg.get("experiment_name")
              or f"{cfg.dataset.name}-{cfg.backbone.name}")
     tracker_ids = trackers.start(
@@ -258,6 +296,9 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path) -> Dict
             history.setdefault("first_train_loss", epoch_metrics["train_epoch/loss"])
             history["train_seconds"] = history.get("train_seconds", 0.0) + \
                 epoch_metrics["train_epoch/seconds"]
+            if not info.is_main:
+                barrier()  # wait for rank 0's checkpoint before the next epoch
+                continue
             save_checkpoint({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "loader": data.train.state_dict(),
@@ -265,6 +306,7 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path) -> Dict
                 "epoch": epoch + 1, "step": step, "tracker_ids": tracker_ids,
                 "history": history, "config": OmegaConf.to_yaml(cfg, resolve=True),
             }, ckpt_path)
+            barrier()
         log.info("training done in %.1f s", time.perf_counter() - train_start)
         eval_start = time.perf_counter()
         results: Dict[str, Any] = dict(meta)
@@ -278,10 +320,12 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path) -> Dict
         results["train/final_epoch_loss"] = history.get("final_train_loss")
         results["time/train_seconds"] = history.get("train_seconds")
         results["time/eval_seconds"] = time.perf_counter() - eval_start
-        trackers.summary(results)
-        write_json(run_dir / "results.json", results)
+        results["world_size"] = info.world
         status = "finished"
-        _print_summary(results)
+        if info.is_main:
+            trackers.summary(results)
+            write_json(run_dir / "results.json", results)
+            _print_summary(results)
         return results
     finally:
         trackers.finish(status)
