@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full bench lint format clean
+.PHONY: help install demo test test-full bench report lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test-full: install ## every test, slow ones included
 
 bench: install ## training/eval speed vs the official-style pipeline (ARGS="backbone=... sn=on")
 	$(PY) scripts/bench.py $(or $(ARGS),backbone=wrn40_2 sn=on cn=on)
+
+report: install ## paper-layout tables + plots of every run under outputs/ (into reports/)
+	$(PY) scripts/report.py $(or $(RUNS),outputs) --out reports
 
 lint: install ## ruff
 	$(PY) -m ruff check snc tests scripts train.py

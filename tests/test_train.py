@@ -39,7 +39,7 @@ def test_every_backbone_and_position_composes_and_builds(make_cfg, backbone):
 
 
 @pytest.mark.parametrize("group", ["dataset", "sn", "cn", "crop", "augmix", "ibn", "objective",
-                                   "logger", "sweep", "debug", "experiment"])
+                                   "logger", "sweep", "debug"])  # experiment: test_presets.py
 def test_every_group_option_composes(make_cfg, group):
     for option in options(group):
         overrides = [f"{group}={option}"]

@@ -267,7 +267,10 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path,
         "epochs": int(cfg.epochs), "experiment": cfg.get("experiment_name"),
         "num_params": count_parameters(model), "sn_units": units["sn"], "cn_units": units["cn"],
         "se_units": units["se"], "run_dir": str(run_dir), "device": str(device),
-        "ibn": cfg.ibn.name,
+        "ibn": cfg.ibn.name, "cn_active_num": int(cfg.cn.active_num) if cfg.cn.enabled else None,
+        "cn_prob": float(cfg.cn.prob) if cfg.cn.enabled else None,
+        "paper_cells": (OmegaConf.to_container(cfg.paper.cells, resolve=True)
+                        if cfg.get("paper") and cfg.paper.get("cells") else []),
         **data.info,
     }
     trackers = _trackers(cfg, run_dir) if info.is_main else Trackers([])

@@ -1,0 +1,1 @@
+"""Reports: collect runs, compare with the paper's published numbers, plot."""
