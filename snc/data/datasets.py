@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -23,7 +23,9 @@ from snc.data.augmix import AugMix
 from snc.data.corrupted import (
     default_workers,
     generate_cifar_style,
+    imagenet_c_dir,
     load_cifar_c,
+    load_imagenet_c,
     read_manifest,
     severity_rows,
 )
@@ -37,29 +39,45 @@ CORRUPTED_MODES = ("published", "generate", "none")
 
 @dataclass
 class CorruptedSets:
-    """The corrupted test sets of one dataset in CIFAR-C layout.
+    """The corrupted test sets of one dataset, in a published layout.
 
-    :meth:`prepare` generates them (``corrupted=generate``) or checks that every file is there
-    and well formed (``published``); call it before training so a missing set fails early.
+    :meth:`prepare` generates them (``corrupted=generate``) or checks that every part is there
+    (``published``); call it before training so a missing set fails early. Iterating yields
+    ``(corruption, severity, make_batches)``; :meth:`expected` gives each set's size.
     """
 
     root: Path
     corruptions: Tuple[str, ...]
     mode: str
-    make_loader: Callable[[np.ndarray, np.ndarray], ArrayLoader]
+    make_loader: Callable
     generate: Callable[[], None]
     counts: Dict[Tuple[str, int], int] = field(default_factory=dict)
     generated: bool = False
+
+    def check(self, name: str) -> None:  # pragma: no cover - abstract
+        """Raises, naming the download or generate command, if ``name`` is missing."""
+        raise NotImplementedError
 
     def prepare(self) -> None:
         if self.mode == "generate":
             self.generate()
         for name in self.corruptions:
-            load_cifar_c(self.root, name)  # raises with the download/generate command
+            self.check(name)
         self.generated = bool(read_manifest(self.root).get("generated"))
         if self.mode == "published" and self.generated:
             log.warning("%s holds a generated set (manifest.json): results are labelled "
                         "'generated', not the published benchmark", self.root)
+
+    def expected(self, name: str, severity: int) -> int:
+        return self.counts[(name, severity)]
+
+
+@dataclass
+class ArrayCorruptedSets(CorruptedSets):
+    """CIFAR-C layout: ``<root>/<corruption>.npy`` (5 severities stacked) + ``labels.npy``."""
+
+    def check(self, name: str) -> None:
+        load_cifar_c(self.root, name)
 
     def __iter__(self) -> Iterator[Tuple[str, int, Callable]]:
         for name in self.corruptions:
@@ -70,8 +88,23 @@ class CorruptedSets:
                 x, y = np.asarray(images[rows]), labels[rows]
                 yield name, s, (lambda x=x, y=y: iter(self.make_loader(x, y)))
 
-    def expected(self, name: str, severity: int) -> int:
-        return self.counts[(name, severity)]
+
+@dataclass
+class FolderCorruptedSets(CorruptedSets):
+    """ImageNet-C layout: ``<root>/<corruption>/<severity>/<wnid>/*.JPEG``."""
+
+    transform: object = None
+
+    def check(self, name: str) -> None:
+        for s in range(1, 6):
+            imagenet_c_dir(self.root, name, s)
+
+    def __iter__(self) -> Iterator[Tuple[str, int, Callable]]:
+        for name in self.corruptions:
+            for s in range(1, 6):
+                ds = load_imagenet_c(self.root, name, s, transform=self.transform)
+                self.counts[(name, s)] = len(ds)
+                yield name, s, (lambda ds=ds: iter(self.make_loader(ds)))
 
 
 @dataclass
@@ -180,51 +213,11 @@ def build_data(cfg, device, *, progress: bool = True, rank: int = 0, world: int 
                                      progress=progress, source=f"{d.name} test set")
             barrier()
 
-        corrupted = CorruptedSets(
+        corrupted = ArrayCorruptedSets(
             root=root, corruptions=names, mode=mode, generate=generate,
             make_loader=lambda x, y: ArrayLoader(x, y, batch_size=cfg.eval_batch_size, **common))
         info.update(corrupted_dir=str(root))
     return Data(train=train, test=test, num_classes=num_classes, corrupted=corrupted, info=info)
-
-
-def corruption_names(data: Data) -> List[str]:
-    return list(data.corrupted.corruptions) if data.corrupted else []
-
-
-@dataclass
-class CorruptedFolderSets:
-    """ImageNet-C-style corrupted sets: ``<root>/<corruption>/<severity>/<wnid>/*.JPEG``."""
-
-    root: Path
-    corruptions: Tuple[str, ...]
-    mode: str
-    make_loader: Callable[[object], object]
-    generate: Callable[[], None]
-    transform: object = None
-    counts: Dict[Tuple[str, int], int] = field(default_factory=dict)
-    generated: bool = False
-
-    def prepare(self) -> None:
-        from snc.data.corrupted import imagenet_c_dir
-
-        if self.mode == "generate":
-            self.generate()
-        for name in self.corruptions:
-            for s in range(1, 6):
-                imagenet_c_dir(self.root, name, s)  # raises with the download/generate hint
-        self.generated = bool(read_manifest(self.root).get("generated"))
-
-    def __iter__(self):
-        from snc.data.corrupted import load_imagenet_c
-
-        for name in self.corruptions:
-            for s in range(1, 6):
-                ds = load_imagenet_c(self.root, name, s, transform=self.transform)
-                self.counts[(name, s)] = len(ds)
-                yield name, s, (lambda ds=ds: iter(self.make_loader(ds)))
-
-    def expected(self, name: str, severity: int) -> int:
-        return self.counts[(name, severity)]
 
 
 def _build_folder_data(cfg, device, mode: str, progress: bool, rank: int, world: int) -> Data:
@@ -271,7 +264,7 @@ def _build_folder_data(cfg, device, mode: str, progress: bool, rank: int, world:
         # Resize(256) + CenterCrop(224) (dataset.imagenet_c_resize=true), the authors only the crop
         c_tf = eval_tf if d.get("imagenet_c_resize", True) else imagenet_transform(
             False, size, size)
-        corrupted = CorruptedFolderSets(
+        corrupted = FolderCorruptedSets(
             root=c_root, corruptions=names, mode=mode, generate=generate, transform=c_tf,
             make_loader=lambda ds: FolderLoader(ds, max(1, cfg.eval_batch_size // world),
                                                 **common))

@@ -211,6 +211,8 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path,
         (run_dir / "config.yaml").write_text(resolved)
     progress = use_tqdm(cfg.get("progress", "auto")) and info.is_main
     seed_everything(cfg.seed)
+    if device.type == "cuda":  # the official scripts turn it on too
+        torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark", True))
     data = build_data(cfg, device, progress=progress, rank=info.rank, world=info.world)
     model = build_network(cfg, data.num_classes).to(device)
     if cfg.channels_last:
