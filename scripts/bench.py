@@ -221,6 +221,9 @@ def main(argv: List[str]) -> int:
     cn_over = 100 * (mean["+cn"] / mean["plain"] - 1)
     print(f"sn_overhead={sn_over:.1f}%  cn_overhead(prob=1)={cn_over:.1f}%  "
           f"cn_overhead(prob={cfg.cn.prob})={cn_over * cfg.cn.prob:.1f}%")
+    if variants["+cn"].objective_name in ("consistency", "augmix"):
+        print(f"(objective {variants['+cn'].objective_name}: when CN fires the step runs two "
+              "more CN forwards for the consistency term, which the CN overhead includes)")
     eval_snc = time_eval(variants[requested], images, labels, eval_batches)
     print(f"eval img/s (inference, batch {cfg.eval_batch_size}): snc {eval_snc:.0f}")
     epoch_images = 50_000
