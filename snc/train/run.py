@@ -281,7 +281,9 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path,
     tracker_ids = trackers.start(
         OmegaConf.to_container(cfg, resolve=True), name=run_dir.name, group=group,
         job_type=meta["method"], tags=list(cfg.get("tags") or []) + [
-            cfg.dataset.name, cfg.backbone.name, meta["method"], meta["position"]],
+            cfg.dataset.name, cfg.backbone.name, meta["method"], meta["position"]]
+        + ([f"crop={cfg.crop.name}"] if cfg.cn.enabled else [])
+        + ([cfg.experiment_name] if cfg.get("experiment_name") else []),
         resume_ids=tracker_ids)
     status = "failed"
     try:
@@ -317,8 +319,17 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path,
         results: Dict[str, Any] = dict(meta)
         results.update(clean_error(forward_model, data.test, cfg.amp))
         if data.corrupted is not None:
-            errors = evaluate_corruptions(forward_model, data.corrupted, cfg.amp,
-                                          expected=data.corrupted.expected)
+            from tqdm.auto import tqdm
+
+            total_sets = 5 * len(data.corrupted.corruptions)
+            with tqdm(total=total_sets, desc="corrupted sets", disable=not progress) as bar:
+                def done(name: str, severity: int) -> None:
+                    bar.update(1)
+                    if not progress and severity == 5:
+                        log.info("evaluated %s (5 severities)", name)
+
+                errors = evaluate_corruptions(forward_model, data.corrupted, cfg.amp,
+                                              expected=data.corrupted.expected, progress=done)
             results.update(corruption_metrics(errors, cfg.dataset.get("protocol", "cifar"),
                                               results["clean/error"]))
         results["train/first_epoch_loss"] = history.get("first_train_loss")
