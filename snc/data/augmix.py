@@ -51,6 +51,11 @@ def _affine_pil(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return out.add(1e-3).floor().clamp(0, 255).to(torch.uint8)
 
 
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> float ``(x / 255 - mean) / std`` (``mean``/``std`` broadcast)."""
+    return (x.float() / 255 - mean) / std
+
+
 def _autocontrast_pil(x: torch.Tensor) -> torch.Tensor:
     """PIL ``ImageOps.autocontrast`` (cutoff 0) per image and channel: the lookup
     ``int(v * scale + offset)`` in double precision, ``scale = 255 / (hi - lo)``."""
@@ -133,8 +138,7 @@ class AugMix:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, H, W)`` -> normalized float."""
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
-        return (x.float() / 255 - mean) / std
+        return normalize(x, self.mean.to(x.device), self.std.to(x.device))
 
     def chain(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One augmentation chain per image; returns uint8."""

@@ -20,7 +20,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 
 from snc.data.augmix import AugMix
-from snc.data.loader import normalize
+from snc.data.loader import model_inputs
 
 TRAIN_DIRS = ("train",)
 VAL_DIRS = ("val", "validation")
@@ -107,15 +107,9 @@ class FolderLoader:
         for x, y in self.loader:
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
-            if self.train and self.augmix is not None:
-                views = (normalize(x, self.mean, self.std), self.augmix(x, self.generator),
-                         self.augmix(x, self.generator))
-                yield tuple(self._finish(v) for v in views), y
-            else:
-                yield self._finish(normalize(x, self.mean, self.std)), y
-
-    def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+            augmix = self.augmix if self.train else None
+            yield model_inputs(x, self.mean, self.std, augmix, self.generator,
+                               self.channels_last), y
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "generator": self.generator.get_state()}

@@ -16,14 +16,24 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from snc.data.augmix import AugMix
+from snc.data.augmix import AugMix, normalize
 
-Batch = Tuple[Union[torch.Tensor, Tuple[torch.Tensor, ...]], torch.Tensor]
+Inputs = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
+Batch = Tuple[Inputs, torch.Tensor]
 
 
-def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, C, H, W)`` -> float ``(x / 255 - mean) / std``."""
-    return (x.float() / 255 - mean) / std
+def model_inputs(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 augmix: Optional[AugMix], generator: torch.Generator,
+                 channels_last: bool = False) -> Inputs:
+    """A uint8 ``(B, C, H, W)`` batch as the model takes it: normalized, or with ``augmix`` the
+    views ``(clean, augmix1, augmix2)``; channels-last on request. Shared by every loader."""
+    if augmix is None:
+        views: Tuple[torch.Tensor, ...] = (normalize(x, mean, std),)
+    else:
+        views = (normalize(x, mean, std), augmix(x, generator), augmix(x, generator))
+    if channels_last:
+        views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
+    return views[0] if augmix is None else views
 
 
 def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
@@ -116,11 +126,6 @@ class ArrayLoader:
         """Samples over all ranks per pass (the dataset size)."""
         return len(self.images)
 
-    def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.images)
         order = (torch.randperm(n, generator=self.order_generator).to(self.device)
@@ -134,13 +139,9 @@ class ArrayLoader:
             x, y = self.images[idx], self.labels[idx]
             if self.train:
                 x = random_crop_flip(x, self.padding, self.flip, self.generator)
-            x = x.permute(0, 3, 1, 2)
-            if self.train and self.augmix is not None:
-                views = (normalize(x, self._mean, self._std),
-                         self.augmix(x, self.generator), self.augmix(x, self.generator))
-                yield tuple(self._finish(v) for v in views), y
-            else:
-                yield self._finish(normalize(x, self._mean, self._std)), y
+            augmix = self.augmix if self.train else None
+            yield model_inputs(x.permute(0, 3, 1, 2), self._mean, self._std, augmix,
+                               self.generator, self.channels_last), y
 
     def state_dict(self) -> dict:
         """The generator states: order, crops, flips and AugMix draws of the next epoch."""

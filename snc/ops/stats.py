@@ -13,7 +13,7 @@ computed in float32, also for bf16/fp16 inputs.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -110,11 +110,3 @@ def channel_stats(
     mean, std = _ChannelStats.apply(region.reshape(n, c, count), eps)
     shape = (n, c) + (1,) * (x.dim() - 2)
     return mean.reshape(shape), std.reshape(shape)
-
-
-def spatial_size(shape: Sequence[int]) -> int:
-    """Number of spatial positions of a ``(N, C, *spatial)`` shape."""
-    size = 1
-    for s in shape[2:]:
-        size *= int(s)
-    return size

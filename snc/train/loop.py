@@ -90,14 +90,10 @@ def train_one_epoch(
                   "train_epoch/images_per_second": loader.num_samples / elapsed}
 
 
-def clean_error(model: torch.nn.Module, loader, amp: str = "none") -> Dict[str, float]:
+def clean_error(model: torch.nn.Module, loader, num_classes: int, amp: str = "none"
+                ) -> Dict[str, float]:
     """Top-1 (and top-5 when there are more than 5 classes) clean error in percent."""
-    num_classes = None
-    for m in reversed(list(model.modules())):
-        if isinstance(m, torch.nn.Linear):
-            num_classes = m.out_features
-            break
-    topk = (1, 5) if (num_classes or 0) > 5 else (1,)
+    topk = (1, 5) if num_classes > 5 else (1,)
     wrong, total = count_errors(model, loader, amp, topk=topk)
     if total != loader.total_samples:
         raise RuntimeError(f"evaluated {total} samples, the test set has {loader.total_samples}")

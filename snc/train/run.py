@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 import torch
@@ -295,7 +295,8 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path,
                 on_log=trackers.log, progress=progress)
             epoch_metrics["epoch"] = epoch + 1
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
-                epoch_metrics.update(clean_error(forward_model, data.test, cfg.amp))
+                epoch_metrics.update(
+                    clean_error(forward_model, data.test, data.num_classes, cfg.amp))
             trackers.log(epoch_metrics, step)
             log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, ", ".join(
                 f"{k.split('/')[-1]} {v:.4g}" for k, v in epoch_metrics.items() if k != "epoch"))
@@ -317,7 +318,7 @@ def _train_and_evaluate(cfg, objective_name, device, run_dir, ckpt_path,
         log.info("training done in %.1f s", time.perf_counter() - train_start)
         eval_start = time.perf_counter()
         results: Dict[str, Any] = dict(meta)
-        results.update(clean_error(forward_model, data.test, cfg.amp))
+        results.update(clean_error(forward_model, data.test, data.num_classes, cfg.amp))
         if data.corrupted is not None:
             from tqdm.auto import tqdm
 
@@ -354,8 +355,3 @@ def _print_summary(results: Dict[str, Any]) -> None:
     log.info("%s | %s", line, results["run_dir"])
     print(f"[snc] {results['dataset']} {results['backbone']} {results['method']}: {line}",
           flush=True)
-
-
-def load_results(run_dir: Path) -> Optional[Dict[str, Any]]:
-    path = Path(run_dir) / "results.json"
-    return json.loads(path.read_text()) if path.exists() else None
