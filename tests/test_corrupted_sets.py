@@ -111,3 +111,13 @@ def test_make_corrupted_script_from_an_npz(tmp_path):
                         "--workers", "1"]) == 0
     x, y = load_cifar_c(out, "pixelate", verify=True)
     assert x.shape == (25, 32, 32, 3) and len(y) == 25
+
+
+def test_imagenet_style_generation_resizes_and_crops_as_published(tmp_path):
+    src = tmp_path / "val" / "n01440764"
+    src.mkdir(parents=True)
+    Image.fromarray(np.full((300, 500, 3), 90, dtype=np.uint8)).save(src / "a.JPEG")
+    out = tmp_path / "IN-C"
+    generate_imagenet_style(tmp_path / "val", out, corruptions=["contrast"], progress=False)
+    img = Image.open(out / "contrast" / "3" / "n01440764" / "a.JPEG")
+    assert img.size == (224, 224)  # Resize(256) + CenterCrop(224), then corrupted, JPEG 85

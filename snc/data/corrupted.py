@@ -267,12 +267,10 @@ def _imagenet_job(args):
     items, out_dir, corruptions, preset, seed, resize_crop, index = args
     from PIL import Image
 
-    images = []
-    for _, path in items:
-        img = Image.open(path).convert("RGB")
-        if resize_crop:
-            img = _resize_center_crop(img, 256, 224)
-        images.append(np.asarray(img))
+    from snc.data.imagenet import eval_geometry
+
+    geometry = eval_geometry(224, 256) if resize_crop else (lambda img: img)
+    images = [np.asarray(geometry(Image.open(path).convert("RGB"))) for _, path in items]
     batch = np.stack(images)
     chunk_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
     for name in corruptions:
@@ -285,18 +283,6 @@ def _imagenet_job(args):
                 Image.fromarray(img).save(tmp, "JPEG", quality=85, optimize=True)
                 os.replace(tmp, dest)
     return len(items)
-
-
-def _resize_center_crop(img, resize: int, crop: int):
-    from PIL import Image
-
-    w, h = img.size
-    scale = resize / min(w, h)
-    img = img.resize((max(resize, round(w * scale)), max(resize, round(h * scale))),
-                     Image.BILINEAR)
-    w, h = img.size
-    left, top = (w - crop) // 2, (h - crop) // 2
-    return img.crop((left, top, left + crop, top + crop))
 
 
 def generate_imagenet_style(

@@ -39,13 +39,21 @@ def split_dir(root: Path, names: Sequence[str]) -> Path:
     )
 
 
+def eval_geometry(size: int = 224, resize: int = 256):
+    """``Resize(resize)`` + ``CenterCrop(size)`` on PIL images: ImageNet evaluation, and the
+    preprocessing the published ImageNet-C was made with."""
+    import torchvision.transforms as T
+
+    return T.Compose([T.Resize(resize), T.CenterCrop(size)])
+
+
 def imagenet_transform(train: bool, size: int = 224, resize: int = 256):
     """PIL transforms ending in a uint8 CHW tensor (normalization happens on the device)."""
     import torchvision.transforms as T
 
     if train:
         return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.PILToTensor()])
-    return T.Compose([T.Resize(resize), T.CenterCrop(size), T.PILToTensor()])
+    return T.Compose([eval_geometry(size, resize), T.PILToTensor()])
 
 
 class FolderLoader:
