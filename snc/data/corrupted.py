@@ -20,6 +20,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from snc.atomic import atomic_open
 from snc.data.checksums import file_digest
 from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, corrupt
 
@@ -49,18 +50,13 @@ def read_manifest(root: Path) -> Dict:
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 # ----------------------------------------------------------------------------- CIFAR-C layout
@@ -279,9 +275,8 @@ def _imagenet_job(args):
             for (cls, path), img in zip(items, out, strict=True):
                 dest = Path(out_dir) / name / str(s) / cls / (path.stem + ".JPEG")
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_suffix(".tmp")
-                Image.fromarray(img).save(tmp, "JPEG", quality=85, optimize=True)
-                os.replace(tmp, dest)
+                with atomic_open(dest, fsync=False) as f:  # millions of tiles: no fsync each
+                    Image.fromarray(img).save(f, "JPEG", quality=85, optimize=True)
     return len(items)
 
 

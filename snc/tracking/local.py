@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
+
+from snc.atomic import atomic_open
 
 
 def _plain(value: Any) -> Any:
@@ -22,9 +23,8 @@ def _plain(value: Any) -> Any:
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Atomic JSON write."""
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(json.dumps({k: _plain(v) for k, v in data.items()}, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_open(path, "w") as f:
+        f.write(json.dumps({k: _plain(v) for k, v in data.items()}, indent=2, sort_keys=True))
 
 
 class LocalTracker:

@@ -8,23 +8,20 @@ either the previous checkpoint or the new one, never a torn file. Loading uses
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+
+from snc.atomic import atomic_open
 
 
 def save_checkpoint(state: Dict[str, Any], path: Path) -> None:
     """Writes ``state`` to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path, map_location: Optional[str] = "cpu") -> Dict[str, Any]:
