@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""snc entry point: compose the Hydra config and call snc.train.run(cfg).
+"""snc entry point: compose the Hydra config and call the engine, ``snc.engine.run(cfg)``.
 
     python train.py                                   # synthetic data, WRN-40-2
     python train.py experiment=demo                   # the offline demo (minutes on CPU)
@@ -10,7 +10,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from snc.train import run
+import snc.config  # noqa: F401  (registers the config schemas before Hydra composes)
+from snc.engine import run
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")

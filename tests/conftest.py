@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import snc.config  # noqa: F401  (registers the config schemas)
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 # A tiny WRN on a tiny synthetic set: each epoch takes a fraction of a second on CPU.

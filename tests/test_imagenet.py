@@ -104,7 +104,7 @@ def test_tiny_imagenet_run_reports_alexnet_normalized_mce(make_cfg, tmp_path):
                    "position.sn=post_addition", "ibn=b", tiny=False)
     cfg.progress = False
     assert cfg.schedule.name == "step" and cfg.optimizer.scale_lr_by_batch == 256
-    from snc.train import run
+    from snc.engine import run
 
     results = run(cfg)
     assert results["dataset"] == "imagenet" and results["ibn"] == "b"
@@ -155,7 +155,7 @@ def test_ddp_gloo_two_processes_equal_single_process_evaluation(make_cfg, tmp_pa
     assert sum('"epoch": 1' in line for line in metrics) == 1  # rank 0 alone logs
     # single-process evaluation of the same weights on the same data
     from snc.data.datasets import build_data
-    from snc.train.run import build_network
+    from snc.tasks.classify import build_network
 
     cfg = make_cfg(*overrides, tiny=False)
     data = build_data(cfg, torch.device("cpu"), progress=False)

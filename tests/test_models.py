@@ -24,7 +24,8 @@ OFFICIAL_POSITION = {"pre": "pre_residual", "residual": "post_residual", "identi
                      "3": "after_act", "conv1_pre": "layer_input", "conv1_post": "new_features"}
 CIFAR_BACKBONES = ["allconv", "densenet40_12", "densenet_bc_100_12", "resnext29_32x4d",
                    "resnext29_4x32d", "wrn28_2", "wrn40_2"]
-# Narrow and shallow variants so a forward/backward costs milliseconds.
+# Narrow and shallow variants so a forward/backward costs milliseconds: one per registered
+# backbone (test_every_backbone_has_a_tiny_variant keeps it so).
 TINY = {
     "allconv": dict(width1=8, width2=16),
     "densenet40_12": dict(depth=7, growth_rate=4),
@@ -33,7 +34,12 @@ TINY = {
     "resnext29_32x4d": dict(depth=11, cardinality=4, base_width=16, stem_width=8),
     "wrn28_2": dict(depth=10, widen_factor=1),
     "wrn40_2": dict(depth=10, widen_factor=1),
+    "wrn16_2": dict(depth=10, widen_factor=1),
+    "resnet50": dict(width=8, layers=[1, 1, 1, 1]),
 }
+CROPS = ("neither", "style", "content", "both")
+# Input size per backbone: the ImageNet ResNet reduces 32x32 to 1x1 (no channel statistics).
+SIZE = {"resnet50": 128}
 
 
 def reference_cases():
@@ -49,6 +55,10 @@ def reference_cases():
 
 def test_every_cifar_backbone_is_registered():
     assert set(CIFAR_BACKBONES) <= set(list_backbones())
+
+
+def test_every_backbone_has_a_tiny_variant():
+    assert sorted(TINY) == list_backbones()
 
 
 @pytest.mark.parametrize("name, num_classes, unit_type, pos, rec", reference_cases(),
@@ -101,21 +111,21 @@ def test_selfnorm_channels_per_unit_in_network_order():
 
 
 def positions_cases():
+    """Every registered backbone x position x unit kind, each with a fixed crop (cycling)."""
     cases = []
-    for name in CIFAR_BACKBONES:
-        for position in get_backbone_spec(name).positions:
+    for name in list_backbones():
+        for i, position in enumerate(get_backbone_spec(name).positions):
             for units in ("sn", "cn", "cnsn"):
-                cases.append((name, position, units))
+                cases.append((name, position, units, CROPS[i % len(CROPS)]))
     return cases
 
 
-@pytest.mark.parametrize("name, position, units", positions_cases())
-def test_every_backbone_position_runs_forward_and_backward(name, position, units):
-    crops = ("neither", "style", "content", "both")
+@pytest.mark.parametrize("name, position, units, crop", positions_cases())
+def test_every_backbone_position_runs_forward_and_backward(name, position, units, crop):
     model = build_model(name, 10, sn="sn" in units, cn="cn" in units, position=position,
-                        crop=crops[hash(position) % 4], prob=1.0, **TINY[name])
+                        crop=crop, prob=1.0, **TINY[name])
     ctrl = model.cn_controller
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(4, 3, SIZE.get(name, 32), SIZE.get(name, 32))
     model.train()
     if "cn" in units:
         ctrl.active_num = len(ctrl)  # every unit acts in this forward
@@ -133,14 +143,15 @@ def test_every_backbone_position_runs_forward_and_backward(name, position, units
         assert torch.equal(model(x), model(x))  # eval is deterministic: CN never acts
 
 
-@pytest.mark.parametrize("name", CIFAR_BACKBONES)
+@pytest.mark.parametrize("name", list_backbones())
 def test_cn_changes_the_output_only_while_active(name):
     torch.manual_seed(0)
     model = build_model(name, 10, cn=True, prob=1.0, **TINY[name]).train()
     for m in model.modules():  # freeze BN statistics and dropout out of the comparison
         if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Dropout)):
             m.eval()
-    x = torch.randn(4, 3, 32, 32) * torch.rand(4, 1, 1, 1) * 3
+    size = SIZE.get(name, 32)
+    x = torch.randn(4, 3, size, size) * torch.rand(4, 1, 1, 1) * 3
     with torch.no_grad():
         plain = model(x)
         model.cn_controller.active_num = len(model.cn_controller)
@@ -196,7 +207,8 @@ def test_densenet_batch_of_one_keeps_two_dimensional_logits():
     (dict(name="wrn40_2", cn=True, active_num=19), "active_num=19 but the model has 18"),
     (dict(name="wrn40_2", cn=True, position="image", active_num=2), "has 1 CrossNorm units"),
     (dict(name="wrn40_2", cn=True, prob=-0.1), r"cn.prob must be in \[0, 1\]"),
-    (dict(name="wrn40_2", cn=True, crop="booth"), "unknown crop 'booth'; choose one of neither"),
+    (dict(name="wrn40_2", cn=True, crop="booth"),
+     "unknown CrossNorm crop 'booth'; choose one of neither"),
     (dict(name="wrn40_2", cn=True, mode="one"), "unknown CrossNorm mode"),
     (dict(name="wrn40_2", sn=True, blocks=[4]), "stage numbers from 1 to 3"),
     (dict(name="wrn40_2", sn=True, se=True), "not both"),

@@ -11,10 +11,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from snc.engine import run as run_entry
+from snc.engine.identity import run_dir_for as engine_run_dir
+from snc.engine.runner import validate
 from snc.models import get_backbone_spec
-from snc.train import run as run_entry
-from snc.train.objectives import jsd
-from snc.train.run import build_network, run_dir_for, validate
+from snc.tasks.classify import build_network
+from snc.tasks.objectives import jsd
+
+
+def run_dir_for(cfg):
+    return engine_run_dir(cfg, validate(cfg).run_name())
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -45,7 +51,8 @@ def test_every_group_option_composes(make_cfg, group):
         overrides = [f"{group}={option}"]
         if group == "dataset" and option == "npz":
             overrides.append("dataset.path=x.npz")
-        if group == "objective" and option in ("cn", "consistency"):
+        if (group == "objective" and option in ("cn", "consistency")) or (
+                group == "crop" and option != "neither"):
             overrides.append("cn=on")
         if group == "objective" and option == "augmix":
             overrides.append("augmix=on")
@@ -61,7 +68,7 @@ def test_defaults_reproduce_the_official_cifar_settings(make_cfg):
     assert cfg.optimizer.weight_decay == 5e-4 and cfg.batch_size == 128 and cfg.epochs == 100
     assert cfg.schedule.name == "cosine" and cfg.schedule.min_lr == 1e-6
     assert list(cfg.dataset.mean) == [0.5] * 3 and cfg.dataset.crop_padding == 4
-    assert validate(cfg) == "cn"
+    assert validate(cfg).objective == "cn"
     dense = make_cfg("dataset=cifar10", "backbone=densenet40_12", tiny=False)
     assert dense.epochs == 200 and dense.optimizer.weight_decay == 1e-4  # official recipe
 
@@ -149,18 +156,14 @@ def test_consistency_and_augmix_objectives_run(make_cfg, objective_overrides):
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(make_cfg, monkeypatch, tmp_path):
-    import importlib
-
-    from snc.train import loop
-
-    run_module = importlib.import_module("snc.train.run")
+    from snc.engine import runner as run_module
 
     overrides = ["sn=on", "cn=on", "crop=content", "cn.prob=0.5", "epochs=3",
                  "evaluate_corruptions=false"]
     straight = run_entry(make_cfg(*overrides, "paths.output_dir=" + str(tmp_path / "a")))
 
     calls = {"n": 0}
-    real = loop.train_one_epoch
+    real = run_module.train_steps
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -168,12 +171,12 @@ def test_kill_and_resume_equals_an_uninterrupted_run(make_cfg, monkeypatch, tmp_
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "train_one_epoch", dying)
+    monkeypatch.setattr(run_module, "train_steps", dying)
     cfg = make_cfg(*overrides, "paths.output_dir=" + str(tmp_path / "b"))
     with pytest.raises(KeyboardInterrupt):
         run_entry(cfg)
     assert not (run_dir_for(cfg) / "results.json").exists()
-    monkeypatch.setattr(run_module, "train_one_epoch", real)
+    monkeypatch.setattr(run_module, "train_steps", real)
     resumed = run_entry(cfg)
     for key in ("clean/error", "train/final_epoch_loss", "train/first_epoch_loss"):
         assert resumed[key] == straight[key], key

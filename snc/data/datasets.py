@@ -1,6 +1,8 @@
 """From a dataset config to train/test loaders and the corrupted test sets.
 
-Datasets (``cfg.dataset.name``):
+Datasets are registered by name (``@register_dataset``), like backbones; each builder returns a
+:class:`Source` (arrays or class folders), and one path turns any source into loaders and
+corrupted sets. Registered (``cfg.dataset.name``):
 
 - ``cifar10`` / ``cifar100``: torchvision files under ``paths.data_dir``; CIFAR-C from
   ``dataset.corrupted_dir`` (``corrupted=published``) or generated (``corrupted=generate``).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -31,9 +33,9 @@ from snc.data.corrupted import (
 )
 from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
 from snc.data.loader import ArrayLoader
+from snc.errors import ConfigError
 
 log = logging.getLogger("snc")
-DATASETS = ("cifar10", "cifar100", "synthetic", "npz", "imagenet")
 CORRUPTED_MODES = ("published", "generate", "none")
 
 
@@ -116,35 +118,114 @@ class Data:
     info: Dict[str, object]
 
 
-def load_arrays(cfg, data_dir: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(train_images, train_labels, test_images, test_labels)`` for ``cfg.dataset``."""
+@dataclass
+class Source:
+    """What a registered classification dataset provides.
+
+    Attributes:
+        layout: ``array`` (uint8 ``(N, H, W, 3)`` images in memory, CIFAR-C layout for the
+            corrupted sets) or ``folder`` (class folders, ImageNet-C layout).
+        train, test: ``(images, labels)`` arrays (``array``) or class-folder roots (``folder``).
+        num_classes: the class count, or None to infer it.
+        generated_root: where a generated corrupted set goes (``corrupted=generate``) when
+            ``dataset.corrupted_dir`` is not given.
+        description: names the source in a generated set's manifest.
+    """
+
+    layout: str
+    train: Any
+    test: Any
+    num_classes: Optional[int]
+    generated_root: Path
+    description: str = ""
+
+
+SourceBuilder = Callable[[Any, Path], Source]
+_DATASETS: Dict[str, SourceBuilder] = {}
+
+
+def register_dataset(name: str) -> Callable[[SourceBuilder], SourceBuilder]:
+    """Decorator registering ``builder(cfg, data_dir) -> Source`` as ``dataset=<name>``."""
+
+    def wrap(builder: SourceBuilder) -> SourceBuilder:
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        _DATASETS[name] = builder
+        return builder
+
+    return wrap
+
+
+def list_datasets() -> Tuple[str, ...]:
+    return tuple(sorted(_DATASETS))
+
+
+def get_source(cfg, data_dir: Path) -> Source:
+    """The :class:`Source` of ``cfg.dataset``; unknown names fail with the known ones."""
     name = cfg.dataset.name
-    if name in ("cifar10", "cifar100"):
-        from snc.data.cifar import load_cifar
+    if name not in _DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())}")
+    return _DATASETS[name](cfg, data_dir)
 
-        (xtr, ytr), (xte, yte) = load_cifar(name, data_dir, download=cfg.dataset.download)
-        return xtr, ytr, xte, yte
-    if name == "synthetic":
-        from snc.data.synthetic import make_synthetic
 
-        d = cfg.dataset
-        xtr, ytr = make_synthetic(d.num_train, d.seed, d.image_size, d.num_classes)
-        xte, yte = make_synthetic(d.num_test, d.seed + 1_000_003, d.image_size, d.num_classes)
-        return xtr, ytr, xte, yte
-    if name == "npz":
-        path = Path(cfg.dataset.path)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"dataset.path={path} does not exist: give an .npz with train_images, "
-                "train_labels, test_images, test_labels (uint8 (N, H, W, 3) images)"
-            )
-        with np.load(path, allow_pickle=False) as f:
-            missing = {"train_images", "train_labels", "test_images", "test_labels"} - set(f.files)
-            if missing:
-                raise ValueError(f"{path} lacks {sorted(missing)}")
-            return (f["train_images"], f["train_labels"].astype(np.int64), f["test_images"],
-                    f["test_labels"].astype(np.int64))
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+@register_dataset("cifar10")
+@register_dataset("cifar100")
+def _cifar(cfg, data_dir: Path) -> Source:
+    from snc.data.cifar import load_cifar
+
+    d = cfg.dataset
+    train, test = load_cifar(d.name, data_dir, download=d.download)
+    return Source("array", train, test, d.get("num_classes"),
+                  data_dir / f"{d.name}-C-generated-{d.corruption_preset}",
+                  f"{d.name} test set")
+
+
+@register_dataset("synthetic")
+def _synthetic(cfg, data_dir: Path) -> Source:
+    from snc.data.synthetic import make_synthetic
+
+    d = cfg.dataset
+    train = make_synthetic(d.num_train, d.seed, d.image_size, d.num_classes)
+    test = make_synthetic(d.num_test, d.seed + 1_000_003, d.image_size, d.num_classes)
+    root = (data_dir / "synthetic" / f"test{d.num_test}-seed{d.seed}-c{d.num_classes}-"
+            f"px{d.image_size}-{d.corruption_preset}-C")
+    return Source("array", train, test, d.num_classes, root, "synthetic test set")
+
+
+@register_dataset("npz")
+def _npz(cfg, data_dir: Path) -> Source:
+    path = Path(cfg.dataset.path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"dataset.path={path} does not exist: give an .npz with train_images, "
+            "train_labels, test_images, test_labels (uint8 (N, H, W, 3) images)"
+        )
+    with np.load(path, allow_pickle=False) as f:
+        missing = {"train_images", "train_labels", "test_images", "test_labels"} - set(f.files)
+        if missing:
+            raise ValueError(f"{path} lacks {sorted(missing)}")
+        train = (f["train_images"], f["train_labels"].astype(np.int64))
+        test = (f["test_images"], f["test_labels"].astype(np.int64))
+    root = data_dir / f"{path.stem}-C-generated-{cfg.dataset.corruption_preset}"
+    return Source("array", train, test, cfg.dataset.get("num_classes"), root, f"{path} test set")
+
+
+@register_dataset("imagenet")
+def _imagenet(cfg, data_dir: Path) -> Source:
+    from snc.data.imagenet import TRAIN_DIRS, VAL_DIRS, split_dir
+
+    root = Path(cfg.dataset.root)
+    return Source("folder", split_dir(root, TRAIN_DIRS), split_dir(root, VAL_DIRS),
+                  cfg.dataset.get("num_classes"), data_dir / "ImageNet-C-generated",
+                  "ImageNet val")
+
+
+def load_arrays(cfg, data_dir: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(train_images, train_labels, test_images, test_labels)`` of an array dataset."""
+    source = get_source(cfg, data_dir)
+    if source.layout != "array":
+        raise ConfigError(f"dataset={cfg.dataset.name} is a folder dataset, not arrays")
+    return (*source.train, *source.test)
 
 
 def _corruption_list(cfg) -> Tuple[str, ...]:
@@ -156,17 +237,10 @@ def _corruption_list(cfg) -> Tuple[str, ...]:
     return names
 
 
-def corrupted_root(cfg, data_dir: Path) -> Path:
+def corrupted_root(cfg, source: Source) -> Path:
     """Where the corrupted set of ``cfg.dataset`` is read from or generated into."""
     d = cfg.dataset
-    if d.get("corrupted_dir"):
-        return Path(d.corrupted_dir)
-    if d.name == "synthetic":
-        return (data_dir / "synthetic" /
-                f"test{d.num_test}-seed{d.seed}-c{d.num_classes}-px{d.image_size}-"
-                f"{d.corruption_preset}-C")
-    stem = Path(d.path).stem if d.name == "npz" else d.name
-    return data_dir / f"{stem}-C-generated-{d.corruption_preset}"
+    return Path(d.corrupted_dir) if d.get("corrupted_dir") else source.generated_root
 
 
 def _augmix(cfg) -> Optional[AugMix]:
@@ -176,98 +250,140 @@ def _augmix(cfg) -> Optional[AugMix]:
                   width=cfg.augmix.width, depth=cfg.augmix.depth, alpha=cfg.augmix.alpha)
 
 
+class _ArrayLayout:
+    """In-memory uint8 arrays; CIFAR-C layout for the corrupted sets."""
+
+    sets = ArrayCorruptedSets
+
+    def __init__(self, cfg, source: Source, common: Dict[str, Any]) -> None:
+        self.cfg, self.source, self.common = cfg, source, common
+
+    def loader(self, split, batch_size: int, train: bool, **kw):
+        images, labels = split
+        return ArrayLoader(images, labels, batch_size=batch_size, train=train, **kw,
+                           **self.common)
+
+    def train_loader(self):
+        cfg = self.cfg
+        return self.loader(self.source.train, cfg.batch_size, True,
+                           padding=cfg.dataset.get("crop_padding", 4), augmix=_augmix(cfg),
+                           drop_last=cfg.get("drop_last", False), seed=cfg.seed)
+
+    def test_loader(self):
+        return self.loader(self.source.test, self.cfg.eval_batch_size, False)
+
+    def sizes(self) -> Tuple[int, int]:
+        return len(self.source.train[0]), len(self.source.test[0])
+
+    def num_classes(self) -> int:
+        (_, ytr), (_, yte) = self.source.train, self.source.test
+        return int(max(ytr.max(), yte.max())) + 1
+
+    def generate(self, root: Path, names, progress: bool) -> None:
+        d = self.cfg.dataset
+        images, labels = self.source.test
+        generate_cifar_style(images, labels, root, corruptions=names, preset=d.corruption_preset,
+                             seed=d.get("corruption_seed", 0), workers=default_workers(),
+                             progress=progress, source=self.source.description)
+
+    def corrupted_kwargs(self) -> Dict[str, Any]:
+        return {"make_loader": lambda x, y: self.loader((x, y), self.cfg.eval_batch_size, False)}
+
+
+class _FolderLayout:
+    """Class folders read by worker processes; ImageNet-C layout for the corrupted sets."""
+
+    sets = FolderCorruptedSets
+
+    def __init__(self, cfg, source: Source, common: Dict[str, Any]) -> None:
+        from torchvision.datasets import ImageFolder
+
+        from snc.data.imagenet import imagenet_transform
+
+        self.cfg, self.source = cfg, source
+        d = cfg.dataset
+        self.world = common["world"]
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must be "
+                             f"divisible by the {self.world} processes")
+        self.common = dict(common, workers=int(d.workers))
+        size, resize = int(d.image_size), int(d.resize_size)
+        self.eval_tf = imagenet_transform(False, size, resize)
+        self.train_set = ImageFolder(str(source.train), imagenet_transform(True, size))
+        self.test_set = ImageFolder(str(source.test), self.eval_tf)
+        # ImageNet-C images are 224 px already; the official script still applies
+        # Resize(256) + CenterCrop(224) (dataset.imagenet_c_resize=true), the authors only the crop
+        self.c_tf = self.eval_tf if d.get("imagenet_c_resize", True) else imagenet_transform(
+            False, size, size)
+
+    def loader(self, dataset, batch_size: int, train: bool, **kw):
+        from snc.data.imagenet import FolderLoader
+
+        return FolderLoader(dataset, batch_size, train=train, **kw, **self.common)
+
+    def train_loader(self):
+        cfg = self.cfg
+        return self.loader(self.train_set, cfg.batch_size // self.world, True, seed=cfg.seed,
+                           augmix=_augmix(cfg), drop_last=cfg.get("drop_last", False))
+
+    def test_loader(self):
+        return self.loader(self.test_set, max(1, self.cfg.eval_batch_size // self.world), False)
+
+    def sizes(self) -> Tuple[int, int]:
+        return len(self.train_set), len(self.test_set)
+
+    def num_classes(self) -> int:
+        return len(self.train_set.classes)
+
+    def generate(self, root: Path, names, progress: bool) -> None:
+        from snc.data.corrupted import generate_imagenet_style
+
+        d = self.cfg.dataset
+        generate_imagenet_style(self.source.test, root, corruptions=names,
+                                preset=d.corruption_preset, seed=d.get("corruption_seed", 0),
+                                workers=default_workers(), progress=progress)
+
+    def corrupted_kwargs(self) -> Dict[str, Any]:
+        batch = max(1, self.cfg.eval_batch_size // self.world)
+        return {"transform": self.c_tf,
+                "make_loader": lambda ds: self.loader(ds, batch, False)}
+
+
+_LAYOUTS = {"array": _ArrayLayout, "folder": _FolderLayout}
+
+
 def build_data(cfg, device, *, progress: bool = True, rank: int = 0, world: int = 1) -> Data:
     """Loaders for ``cfg`` on ``device`` (and the corrupted sets, generating them if asked).
 
     ``rank``/``world``: this process's shard under ``torch.distributed``.
     """
+    from snc.distributed import barrier
+
     d = cfg.dataset
     mode = d.get("corrupted", "none")
     if mode not in CORRUPTED_MODES:
         raise ValueError(f"dataset.corrupted={mode!r}; choose one of {', '.join(CORRUPTED_MODES)}")
-    if d.name == "imagenet":
-        return _build_folder_data(cfg, device, mode, progress, rank, world)
-    data_dir = Path(cfg.paths.data_dir)
-    xtr, ytr, xte, yte = load_arrays(cfg, data_dir)
-    num_classes = int(d.get("num_classes") or int(max(ytr.max(), yte.max())) + 1)
-    mean, std = list(d.mean), list(d.std)
-    common = dict(mean=mean, std=std, device=device, channels_last=cfg.channels_last,
-                  rank=rank, world=world)
-    train = ArrayLoader(xtr, ytr, batch_size=cfg.batch_size, train=True,
-                        padding=d.get("crop_padding", 4), augmix=_augmix(cfg),
-                        drop_last=cfg.get("drop_last", False), seed=cfg.seed, **common)
-    test = ArrayLoader(xte, yte, batch_size=cfg.eval_batch_size, **common)
+    source = get_source(cfg, Path(cfg.paths.data_dir))
+    common = dict(mean=list(d.mean), std=list(d.std), device=device,
+                  channels_last=cfg.channels_last, rank=rank, world=world)
+    layout = _LAYOUTS[source.layout](cfg, source, common)
+    train, test = layout.train_loader(), layout.test_loader()
+    num_train, num_test = layout.sizes()
+    info: Dict[str, object] = {"dataset": d.name, "num_train": num_train, "num_test": num_test}
+    if source.layout == "folder":
+        info["num_classes_found"] = layout.num_classes()
     corrupted = None
-    info: Dict[str, object] = {"dataset": d.name, "num_train": len(xtr), "num_test": len(xte)}
     if mode != "none" and cfg.get("evaluate_corruptions", True):
-        root = corrupted_root(cfg, data_dir)
+        root = corrupted_root(cfg, source)
         names = _corruption_list(cfg)
 
         def generate() -> None:
-            from snc.distributed import barrier
-
             if rank == 0:  # one process generates, the others wait for the files
-                generate_cifar_style(xte, yte, root, corruptions=names,
-                                     preset=d.corruption_preset,
-                                     seed=d.get("corruption_seed", 0), workers=default_workers(),
-                                     progress=progress, source=f"{d.name} test set")
+                layout.generate(root, names, progress)
             barrier()
 
-        corrupted = ArrayCorruptedSets(
-            root=root, corruptions=names, mode=mode, generate=generate,
-            make_loader=lambda x, y: ArrayLoader(x, y, batch_size=cfg.eval_batch_size, **common))
+        corrupted = layout.sets(root=root, corruptions=names, mode=mode, generate=generate,
+                                **layout.corrupted_kwargs())
         info.update(corrupted_dir=str(root))
-    return Data(train=train, test=test, num_classes=num_classes, corrupted=corrupted, info=info)
-
-
-def _build_folder_data(cfg, device, mode: str, progress: bool, rank: int, world: int) -> Data:
-    from torchvision.datasets import ImageFolder
-
-    from snc.data.corrupted import generate_imagenet_style
-    from snc.data.imagenet import TRAIN_DIRS, VAL_DIRS, FolderLoader, imagenet_transform, split_dir
-
-    d = cfg.dataset
-    root = Path(d.root)
-    size, resize = int(d.image_size), int(d.resize_size)
-    train_set = ImageFolder(str(split_dir(root, TRAIN_DIRS)), imagenet_transform(True, size))
-    val_dir = split_dir(root, VAL_DIRS)
-    eval_tf = imagenet_transform(False, size, resize)
-    val_set = ImageFolder(str(val_dir), eval_tf)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must be divisible "
-                         f"by the {world} processes")
-    common = dict(mean=list(d.mean), std=list(d.std), device=device, rank=rank, world=world,
-                  channels_last=cfg.channels_last, workers=int(d.workers))
-    train = FolderLoader(train_set, cfg.batch_size // world, train=True, seed=cfg.seed,
-                         augmix=_augmix(cfg), drop_last=cfg.get("drop_last", False), **common)
-    test = FolderLoader(val_set, max(1, cfg.eval_batch_size // world), **common)
-    info: Dict[str, object] = {"dataset": d.name, "num_train": len(train_set),
-                               "num_test": len(val_set), "num_classes_found":
-                               len(train_set.classes)}
-    corrupted = None
-    if mode != "none" and cfg.get("evaluate_corruptions", True):
-        c_root = Path(d.corrupted_dir) if d.get("corrupted_dir") else \
-            Path(cfg.paths.data_dir) / "ImageNet-C-generated"
-        names = _corruption_list(cfg)
-
-        def generate() -> None:
-            if rank == 0:
-                generate_imagenet_style(val_dir, c_root, corruptions=names,
-                                        preset=d.corruption_preset,
-                                        seed=d.get("corruption_seed", 0),
-                                        workers=default_workers(), progress=progress)
-            from snc.distributed import barrier
-
-            barrier()
-
-        # ImageNet-C images are 224 px already; the official script still applies
-        # Resize(256) + CenterCrop(224) (dataset.imagenet_c_resize=true), the authors only the crop
-        c_tf = eval_tf if d.get("imagenet_c_resize", True) else imagenet_transform(
-            False, size, size)
-        corrupted = FolderCorruptedSets(
-            root=c_root, corruptions=names, mode=mode, generate=generate, transform=c_tf,
-            make_loader=lambda ds: FolderLoader(ds, max(1, cfg.eval_batch_size // world),
-                                                **common))
-        info.update(corrupted_dir=str(c_root))
-    num_classes = int(d.get("num_classes") or len(train_set.classes))
+    num_classes = int(source.num_classes or layout.num_classes())
     return Data(train=train, test=test, num_classes=num_classes, corrupted=corrupted, info=info)

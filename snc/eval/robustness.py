@@ -15,13 +15,13 @@ Metric names follow DESIGN.md: ``clean/error``, ``corruption/<name>/s<k>/error``
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from snc.data.corruptions import CORRUPTIONS
 from snc.distributed import all_reduce_sum
+from snc.engine.precision import autocast_context
 
 # AlexNet mean error over the 5 severities of each ImageNet-C corruption (Hendrycks & Dietterich)
 ALEXNET_ERRORS = {
@@ -34,14 +34,6 @@ ALEXNET_ERRORS = {
 ALEXNET_CLEAN_ERROR = 0.43478  # torchvision AlexNet top-1 error, for relative mCE
 
 Batches = Iterable[Tuple[torch.Tensor, torch.Tensor]]
-
-
-def autocast_context(device: torch.device, amp: str):
-    """``torch.autocast`` for ``amp="bf16"``/``"fp16"``, a no-op for ``"none"``."""
-    if amp in (None, "none", "fp32"):
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 @torch.inference_mode()
@@ -165,3 +157,16 @@ def evaluate_corruptions(model: torch.nn.Module,
         if progress is not None:
             progress(name, severity)
     return errors
+
+
+def clean_error(model: torch.nn.Module, loader, num_classes: int, amp: str = "none"
+                ) -> Dict[str, float]:
+    """Top-1 (and top-5 when there are more than 5 classes) clean error in percent."""
+    topk = (1, 5) if num_classes > 5 else (1,)
+    wrong, total = count_errors(model, loader, amp, topk=topk)
+    if total != loader.total_samples:
+        raise RuntimeError(f"evaluated {total} samples, the test set has {loader.total_samples}")
+    out = {"clean/error": error_percent(wrong[1], total)}
+    if 5 in wrong:
+        out["clean/top5_error"] = error_percent(wrong[5], total)
+    return out

@@ -8,14 +8,25 @@ DESIGN.md (``identity``, ``pre_residual``, ``post_residual``, ``post_addition``;
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import FrozenSet, Optional
+from typing import FrozenSet, Optional, Union
 
 from torch import nn
 
-from snc.ops import CNSN, CrossNorm, SelfNorm, SqueezeExcitation
+from snc.ops import (
+    CNSN,
+    CrossNorm,
+    CrossNormOptions,
+    SelfNorm,
+    SelfNormOptions,
+    SqueezeExcitation,
+    SqueezeExcitationOptions,
+)
 
 IMAGE = "image"
+
+SNOptions = Union[SelfNormOptions, SqueezeExcitationOptions]
 
 
 @dataclass(frozen=True)
@@ -23,29 +34,18 @@ class UnitFactory:
     """Builds the unit of one site.
 
     Attributes:
-        sn_position: where SelfNorm (or SE) units go; None for none.
-        cn_position: where CrossNorm units go; None for none.
+        sn: SelfNorm or SE options (paper Table 8), or None for no recalibration unit.
+        cn: CrossNorm options, or None for no CrossNorm unit.
+        sn_position: where SelfNorm/SE units go (a position name).
+        cn_position: where CrossNorm units go.
         blocks: stages (1-based) that get units; None = all. ``image`` ignores it.
-        attention: ``sn`` (SelfNorm) or ``se`` (squeeze-excitation, paper Table 8).
-        gates: SelfNorm gates (1 official, 2 paper).
-        se_reduction: SE bottleneck ratio.
-        order: ``cn_sn`` or ``sn_cn``.
-        mode, crop, beta, threshold, self_pairing, channel_shuffle: CrossNorm options.
     """
 
+    sn: Optional[SNOptions] = None
+    cn: Optional[CrossNormOptions] = None
     sn_position: Optional[str] = None
     cn_position: Optional[str] = None
     blocks: Optional[FrozenSet[int]] = None
-    attention: str = "sn"
-    gates: int = 1
-    se_reduction: int = 16
-    order: str = "cn_sn"
-    mode: str = "two_instance"
-    crop: str = "neither"
-    beta: float = 1.0
-    threshold: float = 0.1
-    self_pairing: bool = True
-    channel_shuffle: bool = False
 
     def _here(self, position: Optional[str], site: str, stage: int) -> bool:
         if position != site:
@@ -55,24 +55,17 @@ class UnitFactory:
     def __call__(self, site: str, channels: int, stage: int) -> Optional[CNSN]:
         """The unit for ``site`` (a position name) on ``channels`` channels in ``stage``."""
         cn = sn = None
-        if self._here(self.cn_position, site, stage):
-            cn = CrossNorm(
-                mode=self.mode,
-                crop=self.crop,
-                beta=self.beta,
-                threshold=self.threshold,
-                self_pairing=self.self_pairing,
-                channel_shuffle=self.channel_shuffle,
-            )
-        if self._here(self.sn_position, site, stage):
+        if self.cn is not None and self._here(self.cn_position, site, stage):
+            cn = CrossNorm(self.cn)
+        if self.sn is not None and self._here(self.sn_position, site, stage):
             sn: Optional[nn.Module]
-            if self.attention == "se":
-                sn = SqueezeExcitation(channels, self.se_reduction)
-            else:
-                sn = SelfNorm(channels, gates=self.gates)
+            kind = SqueezeExcitation if isinstance(self.sn, SqueezeExcitationOptions) else \
+                SelfNorm
+            # the option fields are the units' keyword arguments: one spelling
+            sn = kind(channels, **dataclasses.asdict(self.sn))
         if cn is None and sn is None:
             return None
-        return CNSN(cn=cn, sn=sn, order=self.order)
+        return CNSN(cn=cn, sn=sn, order=self.cn.order if self.cn is not None else "cn_sn")
 
 
 NO_UNITS = UnitFactory()

@@ -1,17 +1,20 @@
 """The paper's math: channel statistics, CrossNorm, SelfNorm, the CNSN unit, SE.
 
 This package imports only torch (and NumPy for the Beta draw of the box sampler); it knows
-nothing of models, data or configs.
+nothing of models, data or configs. ``options.py`` holds the typed unit options (frozen
+dataclasses) that the config schemas, ``build_model`` and the units share.
 """
 
-from snc.ops.cnsn import CNSN, ORDERS, CrossNormController, find_cross_norm_units
-from snc.ops.crossnorm import (
+from snc.ops.cnsn import CNSN, CrossNormController, find_cross_norm_units
+from snc.ops.crossnorm import CrossNorm, cross_norm, sample_box, sample_cross_norm_args
+from snc.ops.options import (
     CROPS,
     MODES,
-    CrossNorm,
-    cross_norm,
-    sample_box,
-    sample_cross_norm_args,
+    ORDERS,
+    CrossNormOptions,
+    Placement,
+    SelfNormOptions,
+    SqueezeExcitationOptions,
 )
 from snc.ops.se import SqueezeExcitation
 from snc.ops.selfnorm import SelfNorm
@@ -23,11 +26,15 @@ __all__ = [
     "CROSSNORM_EPS",
     "CrossNorm",
     "CrossNormController",
+    "CrossNormOptions",
     "MODES",
     "ORDERS",
+    "Placement",
     "SELFNORM_EPS",
     "SelfNorm",
+    "SelfNormOptions",
     "SqueezeExcitation",
+    "SqueezeExcitationOptions",
     "channel_stats",
     "crop",
     "cross_norm",

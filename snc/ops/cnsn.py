@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from snc.ops.crossnorm import CrossNorm
-
-ORDERS = ("cn_sn", "sn_cn")
+from snc.ops.options import ORDERS, check_choice
 
 
 class CNSN(nn.Module):
@@ -40,8 +39,7 @@ class CNSN(nn.Module):
         self, cn: Optional[CrossNorm] = None, sn: Optional[nn.Module] = None, order: str = "cn_sn"
     ) -> None:
         super().__init__()
-        if order not in ORDERS:
-            raise ValueError(f"unknown CNSN order {order!r}; choose one of {', '.join(ORDERS)}")
+        check_choice("CNSN order", order, ORDERS)
         if cn is None and sn is None:
             raise ValueError("a CNSN unit needs a CrossNorm or a SelfNorm/SE unit")
         self.cn = cn
@@ -103,10 +101,6 @@ class CrossNormController:
 
     def __len__(self) -> int:
         return len(self.units)
-
-    def seed(self, seed: int) -> None:
-        """Re-seeds the controller's generator (unit choice, partners and boxes)."""
-        self.generator.manual_seed(seed)
 
     def draw(self) -> bool:
         """One Bernoulli(prob) draw: does this training step use CN?"""

@@ -25,35 +25,25 @@ Crop modes (``A`` = content sample, ``B`` = partner):
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from snc.ops.options import CrossNormOptions
 from snc.ops.stats import CROSSNORM_EPS, Box, channel_stats
 from snc.ops.stats import crop as crop_region
-
-CROPS = ("neither", "style", "content", "both")
-MODES = ("one_instance", "two_instance")
 
 _MAX_BOX_TRIES = 10_000
 
 
-def _check_choice(kind: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
-
-
-def validate_cross_norm_options(mode: str, crop: str, beta: float, threshold: float) -> None:
-    """Raises ValueError naming the valid choices when an option is out of range."""
-    _check_choice("CrossNorm mode", mode, MODES)
-    _check_choice("CrossNorm crop", crop, CROPS)
-    if not beta > 0:
-        raise ValueError(f"CrossNorm beta must be > 0, got {beta}")
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"CrossNorm crop threshold t must be in [0, 1), got {threshold}")
+def _options(options: Optional[CrossNormOptions], overrides: Dict[str, Any]) -> CrossNormOptions:
+    """``options`` (default: the official settings) with keyword ``overrides`` applied."""
+    base = options if options is not None else CrossNormOptions()
+    return dataclasses.replace(base, **overrides) if overrides else base
 
 
 def sample_box(
@@ -106,15 +96,11 @@ def sample_box(
 
 def sample_cross_norm_args(
     shape: Sequence[int],
+    options: Optional[CrossNormOptions] = None,
     *,
-    mode: str = "two_instance",
-    crop: str = "neither",
     generator: Optional[torch.Generator] = None,
-    beta: float = 1.0,
-    threshold: float = 0.1,
-    self_pairing: bool = True,
-    channel_shuffle: bool = False,
     device: Optional[torch.device] = None,
+    **overrides: Any,
 ) -> Dict[str, object]:
     """Draws every random choice of one CrossNorm call, for :func:`cross_norm`.
 
@@ -123,39 +109,36 @@ def sample_cross_norm_args(
 
     Args:
         shape: the input shape ``(N, C, *spatial)``.
-        mode: ``two_instance`` (partners across the batch) or ``one_instance`` (across channels).
-        crop: ``neither``, ``style``, ``content`` or ``both``.
+        options: mode, crop, box sampler and pairing settings (default: the official ones);
+            keyword ``overrides`` (e.g. ``crop="both"``) replace single fields.
         generator: CPU generator; torch's default one if None.
-        beta, threshold: box sampler parameters (see :func:`sample_box`).
-        self_pairing: two_instance only; if False no sample is its own partner (N >= 2).
-        channel_shuffle: two_instance only; also permute the partner's channels.
         device: where the index tensors go.
 
     Returns:
         keyword arguments ``perm``, ``channel_perm``, ``style_box``, ``content_box``.
     """
-    validate_cross_norm_options(mode, crop, beta, threshold)
+    opts = _options(options, overrides)
     n, c = int(shape[0]), int(shape[1])
     spatial = shape[2:]
     perm = channel_perm = None
-    if mode == "two_instance":
-        if self_pairing or n < 2:
+    if opts.mode == "two_instance":
+        if opts.self_pairing or n < 2:
             perm = torch.randperm(n, generator=generator)
         else:  # a random cycle through a random order: a permutation without fixed points
             order = torch.randperm(n, generator=generator)
             perm = torch.empty_like(order)
             perm[order] = order.roll(-1)
-        if channel_shuffle:
+        if opts.channel_shuffle:
             channel_perm = torch.randperm(c, generator=generator)
     else:
         if c < 2:
             raise ValueError("one_instance CrossNorm needs at least 2 channels")
         channel_perm = torch.randperm(c, generator=generator)
     style_box = content_box = None
-    if crop in ("style", "both"):
-        style_box = sample_box(spatial, generator, beta, threshold)
-    if crop in ("content", "both"):
-        content_box = sample_box(spatial, generator, beta, threshold)
+    if opts.crop in ("style", "both"):
+        style_box = sample_box(spatial, generator, opts.beta, opts.threshold)
+    if opts.crop in ("content", "both"):
+        content_box = sample_box(spatial, generator, opts.beta, opts.threshold)
     if device is not None:
         perm = perm.to(device, non_blocking=True) if perm is not None else None
         channel_perm = (
@@ -221,33 +204,17 @@ class CrossNorm(nn.Module):
     A 2-instance unit given a batch of one returns its input unchanged (there is no partner).
 
     Args:
-        mode: ``two_instance`` (official) or ``one_instance``.
-        crop: ``neither``, ``style``, ``content`` or ``both``.
-        beta: Beta(beta, beta) parameter of the box area ratio.
-        threshold: minimum box area ratio t.
-        self_pairing: allow a sample to be its own partner (official: True).
-        channel_shuffle: also permute the partner's channels (2-instance).
+        options: the unit's settings (:class:`~snc.ops.options.CrossNormOptions`; default: the
+            official 2-instance op without crop). Keyword ``overrides`` replace single fields,
+            e.g. ``CrossNorm(crop="style")``. The controller fields (``active_num``,
+            ``prob``) and ``order`` are read by the controller and the CNSN site, not here.
         eps: variance epsilon (official: 1e-5).
     """
 
-    def __init__(
-        self,
-        mode: str = "two_instance",
-        crop: str = "neither",
-        beta: float = 1.0,
-        threshold: float = 0.1,
-        self_pairing: bool = True,
-        channel_shuffle: bool = False,
-        eps: float = CROSSNORM_EPS,
-    ) -> None:
+    def __init__(self, options: Optional[CrossNormOptions] = None, *,
+                 eps: float = CROSSNORM_EPS, **overrides: Any) -> None:
         super().__init__()
-        validate_cross_norm_options(mode, crop, beta, threshold)
-        self.mode = mode
-        self.crop = crop
-        self.beta = beta
-        self.threshold = threshold
-        self.self_pairing = self_pairing
-        self.channel_shuffle = channel_shuffle
+        self.options = _options(options, overrides)
         self.eps = eps
         self.active = False
         self.generator: Optional[torch.Generator] = None
@@ -255,20 +222,12 @@ class CrossNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.active):
             return x
-        if self.mode == "two_instance" and x.shape[0] < 2:
+        if self.options.mode == "two_instance" and x.shape[0] < 2:
             return x
-        args = sample_cross_norm_args(
-            x.shape,
-            mode=self.mode,
-            crop=self.crop,
-            generator=self.generator,
-            beta=self.beta,
-            threshold=self.threshold,
-            self_pairing=self.self_pairing,
-            channel_shuffle=self.channel_shuffle,
-            device=x.device,
-        )
+        args = sample_cross_norm_args(x.shape, self.options, generator=self.generator,
+                                      device=x.device)
         return cross_norm(x, eps=self.eps, **args)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode}, crop={self.crop}, beta={self.beta}, threshold={self.threshold}"
+        o = self.options
+        return f"mode={o.mode}, crop={o.crop}, beta={o.beta}, threshold={o.threshold}"

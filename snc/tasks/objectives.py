@@ -26,9 +26,8 @@ from typing import Callable, Dict, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from snc.errors import ConfigError
 from snc.ops import CrossNormController
-
-OBJECTIVES = ("ce", "cn", "consistency", "augmix")
 
 
 @dataclass
@@ -118,13 +117,13 @@ def resolve_objective(name: str, *, cn_enabled: bool, augmix_enabled: bool) -> s
     if name == "auto":
         return "augmix" if augmix_enabled else ("cn" if cn_enabled else "ce")
     if name not in REGISTRY:
-        raise ValueError(f"unknown objective {name!r}; choose auto or one of "
-                         f"{', '.join(OBJECTIVES)}")
+        raise ConfigError(f"unknown objective {name!r}; choose auto or one of "
+                         f"{', '.join(REGISTRY)}")
     if name in ("cn", "consistency") and not cn_enabled:
-        raise ValueError(f"objective={name} needs CrossNorm units: add cn=on")
+        raise ConfigError(f"objective={name} needs CrossNorm units: add cn=on")
     if name == "augmix" and not augmix_enabled:
-        raise ValueError("objective=augmix needs AugMix views: add augmix=on")
+        raise ConfigError("objective=augmix needs AugMix views: add augmix=on")
     if augmix_enabled and name != "augmix":
-        raise ValueError(f"augmix=on makes 3-view batches, which objective={name} cannot use; "
+        raise ConfigError(f"augmix=on makes 3-view batches, which objective={name} cannot use; "
                          "use objective=augmix (or auto)")
     return name

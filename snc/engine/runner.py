@@ -1,0 +1,421 @@
+"""``run(cfg)``: the task-agnostic run — identity, resume, loop, checkpoints, trackers, results.
+
+Called by the root ``train.py`` under ``@hydra.main`` and directly by tests with a config from
+the compose API. ``cfg.task.name`` picks the task (:mod:`snc.tasks`); everything here is the
+same for every task.
+
+A relaunch of the same command finds its own run directory (:mod:`snc.engine.identity`): a
+finished run returns its stored ``results.json``, an interrupted one resumes from
+``ckpt/last.pt`` (``resume=auto``, the default). ``resume=false`` refuses to reuse a directory
+that holds a checkpoint or results.
+
+Training runs ``epochs`` passes over ``task.train`` (evaluation every ``eval_every`` epochs) or,
+with ``max_steps`` set, that many steps from one stream (evaluation and a checkpoint every
+``eval_every_steps`` steps). A checkpoint is written at the end of every period (an epoch, or
+``eval_every_steps`` steps); with a task ``monitor`` the best periodic evaluation also keeps
+``ckpt/best.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from snc.config import unit_options
+from snc.distributed import DistInfo, barrier, cleanup, init_distributed
+from snc.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from snc.engine.identity import run_dir_for
+from snc.engine.loop import train_steps, use_tqdm
+from snc.engine.optim import OPTIMIZERS, base_learning_rate, build_optimizer
+from snc.engine.precision import check_amp
+from snc.engine.schedule import SCHEDULES, build_scheduler
+from snc.errors import ConfigError
+from snc.models import count_parameters, count_units
+from snc.tasks import RunContext, Task, get_task
+from snc.tracking import LocalTracker, Trackers, WandbTracker, write_json
+
+log = logging.getLogger("snc")
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available; use device=cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def validate(cfg: DictConfig) -> Task:
+    """Checks every option once (engine keys, the unit options, the task's own); returns the
+    task, built but not set up. Nothing is written.
+
+    Raises:
+        ConfigError: naming the fix.
+    """
+    check_amp(cfg.amp)
+    if cfg.resume not in ("auto", True, False):
+        raise ConfigError(f"resume={cfg.resume!r}; choose auto, true or false")
+    keys = ["batch_size", "eval_batch_size"] + (["epochs"] if cfg.get("max_steps") is None
+                                                 else ["max_steps", "eval_every_steps"])
+    for key in keys:
+        if int(cfg[key]) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
+    if cfg.optimizer.get("name", "sgd") not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name={cfg.optimizer.name!r}; choose one of "
+                          f"{', '.join(OPTIMIZERS)}")
+    if cfg.schedule.name not in SCHEDULES:
+        raise ConfigError(f"schedule.name={cfg.schedule.name!r}; choose one of "
+                          f"{', '.join(SCHEDULES)}")
+    unit_options(cfg)
+    return get_task(cfg.task.name)(cfg)
+
+
+def run(cfg: DictConfig) -> Dict[str, Any]:
+    """Trains and evaluates the run described by ``cfg``; returns its results dict.
+
+    Raises:
+        ConfigError: for invalid options (naming the fix), before anything is written.
+        FileExistsError: ``resume=false`` and the run directory already holds a run.
+    """
+    task = validate(cfg)
+    dist_cfg = cfg.get("distributed") or {}
+    info = init_distributed(cfg.device, dist_cfg.get("backend", "auto"))
+    device = select_device(cfg.device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    run_dir = run_dir_for(cfg, task.run_name())
+    results_path = run_dir / "results.json"
+    ckpt_path = run_dir / "ckpt" / "last.pt"
+    if cfg.resume is False and (results_path.exists() or ckpt_path.exists()):
+        raise FileExistsError(f"{run_dir} already holds a run; pass resume=auto to continue or "
+                              "return it, or choose another run_name / paths.output_dir")
+    if results_path.exists():
+        log.info("%s is finished; returning its results.json", run_dir)
+        return json.loads(results_path.read_text())
+    handler = None
+    if info.is_main:  # rank 0 alone writes the run directory, logs and checkpoints
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = _attach_file_log(run_dir)
+    else:
+        log.setLevel(logging.WARNING)
+    barrier()
+    try:
+        return _execute(cfg, task, device, run_dir, info)
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+        if info.enabled:
+            cleanup()
+
+
+def _attach_file_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+    if not logging.getLogger().handlers and not any(
+            isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+            for h in log.handlers):
+        log.addHandler(logging.StreamHandler())
+    return handler
+
+
+def _trackers(cfg: DictConfig, run_dir: Path) -> Trackers:
+    sinks = [LocalTracker(run_dir)]
+    wb = cfg.logger.get("wandb")
+    if wb is not None and wb.get("enabled", False):
+        sinks.append(WandbTracker(run_dir, project=wb.project, entity=wb.get("entity"),
+                                  mode=wb.get("mode", "offline")))
+    return Trackers(sinks)
+
+
+def _wrap(model: torch.nn.Module, cfg: DictConfig, device: torch.device,
+          info: DistInfo) -> torch.nn.Module:
+    """The forward model: DDP (optionally SyncBN) under torchrun, then torch.compile."""
+    forward_model = model
+    if info.enabled:
+        if (cfg.get("distributed") or {}).get("sync_bn", False):
+            forward_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        forward_model = torch.nn.parallel.DistributedDataParallel(
+            forward_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.get("compile", False):
+        forward_model = torch.compile(forward_model)
+    return forward_model
+
+
+def _periods(cfg: DictConfig, steps_per_epoch: int) -> Tuple[int, Optional[int], int]:
+    """``(number of periods, steps per period or None for a whole epoch, total steps)``."""
+    max_steps = cfg.get("max_steps")
+    if max_steps is None:
+        return int(cfg.epochs), None, int(cfg.epochs) * steps_per_epoch
+    every = int(cfg.eval_every_steps)
+    return math.ceil(int(max_steps) / every), every, int(max_steps)
+
+
+def _meta(cfg: DictConfig, task: Task, model: torch.nn.Module, run_dir: Path,
+          device: torch.device) -> Dict[str, Any]:
+    """The run's description in ``results.json`` (the task adds ``task.info``)."""
+    _, cn, placement = unit_options(cfg)
+    units = count_units(model)
+    return {
+        "task": task.name, "dataset": cfg.dataset.name, "backbone": cfg.backbone.name,
+        "method": task.method(), "position": placement.name or "default",
+        "crop": cn.crop if cn is not None else None, "seed": int(cfg.seed),
+        "epochs": int(cfg.epochs), "max_steps": cfg.get("max_steps"),
+        "experiment": cfg.get("experiment_name"), "num_params": count_parameters(model),
+        "sn_units": units["sn"], "cn_units": units["cn"], "se_units": units["se"],
+        "run_dir": str(run_dir), "device": str(device), "ibn": cfg.ibn.name,
+        "cn_active_num": cn.active_num if cn is not None else None,
+        "cn_prob": cn.prob if cn is not None else None,
+        "paper_cells": (OmegaConf.to_container(cfg.paper.cells, resolve=True)
+                        if cfg.get("paper") and cfg.paper.get("cells") else []),
+        **task.info,
+    }
+
+
+def _improved(value: float, best: Optional[float], mode: str) -> bool:
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+@dataclass
+class _Run:
+    """The state of one run while it trains: what a checkpoint holds, and the loop's steps."""
+
+    cfg: DictConfig
+    task: Task
+    device: torch.device
+    run_dir: Path
+    info: DistInfo
+    progress: bool
+    model: torch.nn.Module
+    forward_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    num_periods: int
+    period_steps: Optional[int]  # None: a period is one epoch
+    total_steps: int
+    start_period: int = 0
+    step: int = 0
+    tracker_ids: Dict[str, str] = field(default_factory=dict)
+    history: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "ckpt" / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "ckpt" / "best.pt"
+
+    @property
+    def epochs(self) -> bool:
+        return self.period_steps is None
+
+    @property
+    def controller(self):
+        return getattr(self.model, "cn_controller", None)
+
+    def resume(self) -> None:
+        """Loads ``ckpt/last.pt`` when there is one (every state the checkpoint holds)."""
+        if not self.ckpt_path.exists():
+            return
+        state = load_checkpoint(self.ckpt_path, map_location=str(self.device))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.task.train.load_state_dict(state["loader"])
+        if self.controller is not None:
+            self.controller.load_state_dict(state["controller"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.task.load_state_dict(state.get("task", {}))
+        set_rng_state(state["rng"])
+        self.start_period, self.step = int(state["epoch"]), int(state["step"])
+        self.tracker_ids = dict(state.get("tracker_ids", {}))
+        self.history = dict(state.get("history", {}))
+        log.info("resumed from %s at %s %d (step %d)", self.ckpt_path,
+                 "epoch" if self.epochs else "period", self.start_period, self.step)
+
+    def checkpoint(self, period: int) -> None:
+        """Writes ``ckpt/last.pt`` (rank 0; the other ranks wait for it)."""
+        if self.info.is_main:
+            save_checkpoint({
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "loader": self.task.train.state_dict(),
+                "controller": self.controller.state_dict() if self.controller is not None
+                else {},
+                "scaler": self.scaler.state_dict(), "task": self.task.state_dict(),
+                "rng": rng_state(self.device), "epoch": period, "step": self.step,
+                "tracker_ids": self.tracker_ids, "history": self.history,
+                "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+            }, self.ckpt_path)
+        barrier()
+
+    def train_period(self, period: int, batches, on_log) -> Dict[str, Any]:
+        """One epoch, or ``period_steps`` steps of the stream; returns the period's metrics."""
+        n = None if self.epochs else min(self.period_steps, self.total_steps - self.step)
+        desc = f"epoch {period + 1}" if self.epochs else f"steps {self.step + 1}-{self.step + n}"
+        self.step, stats = train_steps(
+            self.forward_model, batches, self.task, self.optimizer, self.scheduler,
+            raw_model=self.model, step=self.step, num_steps=n,
+            total=n if n is not None else len(self.task.train), scaler=self.scaler,
+            amp=self.cfg.amp, log_every=self.cfg.log_every, on_log=on_log,
+            progress=self.progress, desc=desc)
+        prefix = "train_epoch" if self.epochs else "train_period"
+        metrics: Dict[str, Any] = {f"{prefix}/loss": stats["loss"],
+                                   f"{prefix}/seconds": stats["seconds"]}
+        if self.epochs and hasattr(self.task.train, "num_samples"):
+            metrics[f"{prefix}/images_per_second"] = \
+                self.task.train.num_samples / stats["seconds"]
+        else:
+            metrics[f"{prefix}/steps_per_second"] = stats["steps_per_second"]
+        metrics["epoch" if self.epochs else "period"] = period + 1
+        h = self.history
+        h["final_train_loss"] = stats["loss"]
+        h.setdefault("first_train_loss", stats["loss"])
+        h["train_seconds"] = h.get("train_seconds", 0.0) + stats["seconds"]
+        return metrics
+
+    def evaluate_period(self, period: int) -> Dict[str, Any]:
+        """The periodic evaluation when due (every ``eval_every`` epochs / every period in step
+        mode; at the last period only for a monitored task), keeping ``ckpt/best.pt``."""
+        last = period + 1 == self.num_periods
+        every = self.cfg.get("eval_every") if self.epochs else 1
+        if not every or (period + 1) % every or (last and self.task.monitor is None):
+            return {}
+        evaluated = self.task.evaluate(self.forward_model)
+        monitor = self.task.monitor
+        if monitor is not None and monitor[0] in evaluated:
+            key, mode = monitor
+            if _improved(float(evaluated[key]), self.history.get("best_value"), mode):
+                self.history.update(best_value=float(evaluated[key]), best_period=period + 1,
+                                    best_step=self.step)
+                if self.info.is_main:
+                    save_checkpoint({"model": self.model.state_dict(), "step": self.step,
+                                     "period": period + 1, key: evaluated[key]},
+                                    self.best_path)
+        return evaluated
+
+    def best_state(self) -> Optional[Dict[str, Any]]:
+        barrier()  # best.pt is written by rank 0
+        if self.task.monitor is None or not self.best_path.exists():
+            return None
+        return load_checkpoint(self.best_path, map_location=str(self.device))["model"]
+
+
+def _build_run(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
+               info: DistInfo, progress: bool) -> _Run:
+    """Seeds, sets the task up, wraps the model and builds optimizer, schedule and scaler."""
+    seed_everything(cfg.seed)
+    if device.type == "cuda":  # the official scripts turn it on too
+        torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark", True))
+    task.setup(RunContext(device=device, run_dir=run_dir, seed=int(cfg.seed), rank=info.rank,
+                          world=info.world, progress=progress))
+    model = task.model
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    base_lr = base_learning_rate(cfg.optimizer, cfg.batch_size)
+    optimizer = build_optimizer(cfg.optimizer, task.param_groups(model), base_lr)
+    num_periods, period_steps, total_steps = _periods(cfg, len(task.train))
+    scheduler = build_scheduler(
+        optimizer, cfg.schedule.name, total_steps=total_steps, steps_per_epoch=len(task.train),
+        epochs=int(cfg.epochs), base_lr=base_lr, min_lr=cfg.schedule.min_lr,
+        power=cfg.schedule.get("power", 0.9))
+    return _Run(cfg=cfg, task=task, device=device, run_dir=run_dir, info=info,
+                progress=progress, model=model, forward_model=_wrap(model, cfg, device, info),
+                optimizer=optimizer, scheduler=scheduler,
+                scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"),
+                num_periods=num_periods, period_steps=period_steps, total_steps=total_steps)
+
+
+def _start_trackers(r: _Run, meta: Dict[str, Any]) -> Trackers:
+    cfg = r.cfg
+    trackers = _trackers(cfg, r.run_dir) if r.info.is_main else Trackers([])
+    group = (cfg.get("group") or cfg.get("experiment_name")
+             or f"{cfg.dataset.name}-{cfg.backbone.name}")
+    r.tracker_ids = trackers.start(
+        OmegaConf.to_container(cfg, resolve=True), name=r.run_dir.name, group=group,
+        job_type=meta["method"], tags=list(cfg.get("tags") or []) + [
+            cfg.dataset.name, cfg.backbone.name, meta["method"], meta["position"]]
+        + ([f"crop={meta['crop']}"] if meta["crop"] else [])
+        + ([cfg.experiment_name] if cfg.get("experiment_name") else []),
+        resume_ids=r.tracker_ids)
+    return trackers
+
+
+def _execute(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
+             info: DistInfo) -> Dict[str, Any]:
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    log.info("run directory: %s (%d process%s)\nresolved config:\n%s", run_dir, info.world,
+             "es" if info.world > 1 else "", resolved)
+    if info.is_main:
+        (run_dir / "config.yaml").write_text(resolved)
+    progress = use_tqdm(cfg.get("progress", "auto")) and info.is_main
+    r = _build_run(cfg, task, device, run_dir, info, progress)
+    r.resume()
+    meta = _meta(cfg, task, r.model, run_dir, device)
+    trackers = _start_trackers(r, meta)
+    status = "failed"
+    try:
+        train_start = time.perf_counter()
+        stream = None if r.epochs else iter(task.train)
+        for period in range(r.start_period, r.num_periods):
+            metrics = r.train_period(period, stream or iter(task.train), trackers.log)
+            metrics.update(r.evaluate_period(period))
+            trackers.log(metrics, r.step)
+            log.info("%s %d/%d: %s", "epoch" if r.epochs else "period", period + 1,
+                     r.num_periods, ", ".join(f"{k.split('/')[-1]} {v:.4g}"
+                                              for k, v in metrics.items()
+                                              if k not in ("epoch", "period")))
+            r.checkpoint(period + 1)
+        log.info("training done in %.1f s", time.perf_counter() - train_start)
+        results = _finish(r, meta, trackers)
+        status = "finished"
+        return results
+    finally:
+        trackers.finish(status)
+
+
+def _finish(r: _Run, meta: Dict[str, Any], trackers: Trackers) -> Dict[str, Any]:
+    """The final evaluation, ``results.json`` and the summary line."""
+    eval_start = time.perf_counter()
+    results: Dict[str, Any] = dict(meta)
+    results.update(r.task.final_evaluate(r.forward_model, r.best_state()))
+    h = r.history
+    if "best_value" in h:
+        results[f"best/{r.task.monitor[0]}"] = h["best_value"]
+        results["best/step"] = h["best_step"]
+    results["train/first_epoch_loss"] = h.get("first_train_loss")
+    results["train/final_epoch_loss"] = h.get("final_train_loss")
+    results["time/train_seconds"] = h.get("train_seconds")
+    results["time/eval_seconds"] = time.perf_counter() - eval_start
+    results["world_size"] = r.info.world
+    if r.info.is_main:
+        trackers.summary(results)
+        write_json(r.run_dir / "results.json", results)
+        line = r.task.summary(results)
+        log.info("%s | %s", line, r.run_dir)
+        print(f"[snc] {results['dataset']} {results['backbone']} {results['method']}: {line}",
+              flush=True)
+    return results

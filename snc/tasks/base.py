@@ -1,0 +1,182 @@
+"""The task interface: what a task gives the engine, and what the engine gives a task.
+
+A task is one small class that reads top to bottom like a recipe: it builds its data and model,
+turns a batch into a loss, and evaluates a model into a flat metrics dict. Everything that is the
+same for every task — run identity, resume, atomic checkpoints, trackers (W&B + local files),
+DDP, progress, timing, optimizer and schedule, epochs or steps, periodic evaluation with
+best/last bookkeeping, ``results.json`` and the summary line — belongs to :mod:`snc.engine`.
+
+The engine calls, in this order::
+
+    task = TaskClass(cfg)               # validate options; no file is written, nothing is built
+    task.run_name()                     # readable part of the run directory's name
+    task.setup(ctx)                     # build data (self.train: the training batches) + model
+    task.param_groups(model)            # optimizer groups (optional "lr_scale")
+    loop over steps:
+        loss, logs = task.training_step(forward_model, batch)
+        task.after_step(model, step)    # e.g. FixMatch's EMA update
+      every period:  task.evaluate(forward_model)         -> metrics (periodic, cheap)
+    task.final_evaluate(forward_model, best_state)         -> results (full evaluation)
+    task.summary(results)                                  -> the one-line summary
+
+``task.state_dict()`` / ``task.load_state_dict()`` carry task-owned state (an EMA model, a
+labeled-index digest, ...) through checkpoints; the engine saves model, optimizer, scheduler,
+``task.train`` (the loader), the CN controller and every RNG itself.
+
+Register a task with :func:`register_task`; ``task=<name>`` on the command line selects it.
+``snc/tasks/classify.py`` is the example to read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
+
+import torch
+from torch import nn
+
+from snc.errors import ConfigError
+
+Logs = Dict[str, torch.Tensor]
+
+
+@dataclass
+class RunContext:
+    """What the engine hands a task in :meth:`Task.setup`.
+
+    Attributes:
+        device: the training device (``cuda:<local_rank>`` under DDP).
+        rank, world: this process and the number of processes (1 without DDP).
+        progress: show tqdm bars (else periodic log lines).
+        run_dir: the run directory (rank 0 writes it; other ranks must not write).
+        seed: the run seed.
+    """
+
+    device: torch.device
+    run_dir: Path
+    seed: int = 0
+    rank: int = 0
+    world: int = 1
+    progress: bool = False
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class Task:
+    """Base class of the tasks (see the module docstring for the call order).
+
+    Class attributes:
+        name: the ``task=`` option.
+        monitor: ``(metric, "min" | "max")`` the engine uses to keep ``ckpt/best.pt`` after
+            each periodic evaluation, or None (no best checkpoint).
+
+    Attributes set by :meth:`setup`:
+        model: the network (``nn.Module``), with ``model.cn_controller`` when it has CN units.
+        train: the training batches: an iterable with ``__len__`` (batches per epoch; step-based
+            tasks may return a large number), ``state_dict()`` and ``load_state_dict()``. In
+            epoch mode the engine iterates it once per epoch; in step mode
+            (``max_steps`` set) it keeps one iterator and the loader must resume mid-stream
+            from its ``state_dict()``.
+        info: extra fields for ``results.json`` (dataset sizes, where data came from, ...).
+    """
+
+    name: ClassVar[str] = ""
+    monitor: ClassVar[Optional[Tuple[str, str]]] = None
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.model: Optional[nn.Module] = None
+        self.train: Any = None
+        self.info: Dict[str, Any] = {}
+
+    # ----- identity --------------------------------------------------------------------------
+    def run_name(self) -> str:
+        """Readable part of the run directory name (the engine appends seed and a hash)."""
+        raise NotImplementedError
+
+    def method(self) -> str:
+        """Short method label (W&B ``job_type``): e.g. ``basic``, ``sn``, ``cn``, ``sncn``."""
+        return "basic"
+
+    # ----- building --------------------------------------------------------------------------
+    def setup(self, ctx: RunContext) -> None:
+        """Builds ``self.train``, the evaluation data and ``self.model`` (on ``ctx.device``)."""
+        raise NotImplementedError
+
+    def param_groups(self, model: nn.Module) -> List[Dict[str, Any]]:
+        """Optimizer parameter groups. A group may set ``lr_scale`` (multiplies the base lr, e.g.
+        segmentation heads x10) and ``weight_decay``.
+
+        Default: every trainable parameter decayed (the official runs decay BN and SN too);
+        ``optimizer.no_decay_bn_bias=true`` exempts the 1-D ones (norms, biases)."""
+        exempt = bool(self.cfg.optimizer.get("no_decay_bn_bias", False))
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (no_decay if exempt and p.ndim <= 1 else decay).append(p)
+        return [{"params": decay}] + ([{"params": no_decay, "weight_decay": 0.0}]
+                                      if no_decay else [])
+
+    # ----- training --------------------------------------------------------------------------
+    def training_step(self, model: nn.Module, batch: Any) -> Tuple[torch.Tensor, Logs]:
+        """The loss of one batch (the engine runs backward and the optimizer) and detached
+        tensors to log under ``train/<name>``."""
+        raise NotImplementedError
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Called after each optimizer step (``step`` counts from 1)."""
+
+    # ----- evaluation ------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module) -> Dict[str, float]:
+        """Periodic evaluation (every ``eval_every`` epochs / ``eval_every_steps`` steps)."""
+        return {}
+
+    def final_evaluate(self, model: nn.Module, best_state: Optional[Mapping[str, Any]]
+                       ) -> Dict[str, Any]:
+        """The results of the finished run. ``best_state``: the state dict of the model saved
+        at the best periodic evaluation (``monitor``), or None."""
+        raise NotImplementedError
+
+    def summary(self, results: Mapping[str, Any]) -> str:
+        """The one-line summary printed at the end, e.g. ``clean error 9.20% | mCE 15.99%``."""
+        raise NotImplementedError
+
+    # ----- state -----------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """Task-owned state for checkpoints (plain tensors/numbers/strings only)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
+_TASKS: Dict[str, Type[Task]] = {}
+
+
+def register_task(name: str) -> Callable[[Type[Task]], Type[Task]]:
+    """Class decorator: ``@register_task("classify")``."""
+
+    def wrap(cls: Type[Task]) -> Type[Task]:
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is registered twice")
+        cls.name = name
+        _TASKS[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_tasks() -> List[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> Type[Task]:
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(list_tasks())}"
+                          ) from None

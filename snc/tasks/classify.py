@@ -1,0 +1,154 @@
+"""Image classification under corruption shift: the paper's Tables 1, 2 and 5-15.
+
+The example to read before writing a task of your own. The recipe:
+
+1. **Options** (``__init__``): the objective is resolved as the official scripts dispatch it
+   (AugMix if on, CN if on, else CE) and checked against the rest of the config.
+2. **Data and model** (``setup``): the dataset registry gives the train/test loaders and the
+   corrupted test sets (published or generated once); ``build_network`` builds the backbone
+   with its SN/CN units from the typed unit options.
+3. **Training step**: the objective (``ce``, ``cn``, ``consistency``, ``augmix``) turns a batch
+   into a loss; the CN controller decides per step whether CN acts.
+4. **Evaluation**: clean top-1 (and top-5) error counted over every sample; at the end every
+   (corruption, severity) error, CIFAR mCE (plain mean) or ImageNet mCE (AlexNet-normalized).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from snc.config import unit_options
+from snc.data.datasets import Data, build_data
+from snc.errors import ConfigError
+from snc.eval.robustness import clean_error, corruption_metrics, evaluate_corruptions
+from snc.models import build_model
+from snc.ops import SqueezeExcitationOptions
+from snc.tasks import objectives
+from snc.tasks.base import RunContext, Task, register_task
+
+log = logging.getLogger("snc")
+
+
+def method_name(cfg: DictConfig) -> str:
+    """basic / sn / se / cn / sncn (+augmix, +consistency): the W&B job_type."""
+    sn, cn, _ = unit_options(cfg)
+    name = ""
+    if sn is not None:
+        name += "se" if isinstance(sn, SqueezeExcitationOptions) else "sn"
+    if cn is not None:
+        name += "cn"
+    name = name or "basic"
+    if cfg.augmix.enabled:
+        name += "-augmix"
+    if cfg.objective.name == "consistency":
+        name += "-consistency"
+    return name
+
+
+def build_network(cfg: DictConfig, num_classes: int, pretrained: bool = True
+                  ) -> torch.nn.Module:
+    """The model of ``cfg``: backbone, SN/SE/CN units from the typed options, the controller
+    (and the ``backbone.pretrained`` weights unless ``pretrained=False``)."""
+    sn, cn, placement = unit_options(cfg)
+    overrides = cfg.backbone.get("overrides")
+    overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
+    if cfg.backbone.get("supports_ibn", False):
+        overrides["ibn"] = cfg.ibn.name
+    model = build_model(cfg.backbone.name, num_classes, sn=sn, cn=cn, placement=placement,
+                        seed=cfg.seed, **overrides)
+    if pretrained and cfg.backbone.get("pretrained"):
+        from snc.models.imagenet.resnet import load_pretrained
+
+        report = load_pretrained(model, cfg.backbone.pretrained)
+        log.info("loaded %s: missing %d keys (the units), unexpected %d, skipped %s",
+                 cfg.backbone.pretrained, len(report["missing"]), len(report["unexpected"]),
+                 report["skipped_shape_mismatch"])
+    return model
+
+
+@register_task("classify")
+class Classify(Task):
+    """Clean error and mCE of a classifier trained with SN/CN (and AugMix, consistency)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        if cfg.ibn.name != "none" and not cfg.backbone.get("supports_ibn", False):
+            raise ConfigError(f"ibn={cfg.ibn.name} applies to ImageNet ResNets "
+                              f"(backbone=resnet50); {cfg.backbone.name} has no IBN variant: "
+                              "use ibn=none")
+        _, cn, _ = unit_options(cfg)
+        self.cn_options = cn
+        self.objective = objectives.resolve_objective(
+            cfg.objective.name, cn_enabled=cn is not None, augmix_enabled=cfg.augmix.enabled)
+        self.objective_cfg = objectives.ObjectiveConfig(
+            consist_wt=cn.consist_wt if cn is not None else 10.0,
+            jsd_weight=cfg.augmix.jsd_weight,
+            augmix_joint_cn=bool(cn.augmix_joint) if cn is not None else False)
+        self.data: Optional[Data] = None
+        # the model's structure on the meta device (no memory, no RNG): an unknown position,
+        # bad blocks or too large an active_num fail here, before any file is written
+        try:
+            with torch.device("meta"):
+                build_network(cfg, int(cfg.dataset.get("num_classes") or 10), pretrained=False)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    def run_name(self) -> str:
+        cfg = self.cfg
+        name = (f"{cfg.dataset.name}-{cfg.backbone.name}-{self.method()}-"
+                f"{cfg.position.name or 'default'}")
+        if self.cn_options is not None:
+            cn = self.cn_options
+            name += f"-{cn.crop}-a{cn.active_num}-p{cn.prob}"
+        return name
+
+    def method(self) -> str:
+        return method_name(self.cfg)
+
+    def setup(self, ctx: RunContext) -> None:
+        data = build_data(self.cfg, ctx.device, progress=ctx.progress, rank=ctx.rank,
+                          world=ctx.world)
+        self.model = build_network(self.cfg, data.num_classes).to(ctx.device)
+        if data.corrupted is not None:
+            data.corrupted.prepare()
+            data.info["corrupted_set"] = "generated" if data.corrupted.generated else "published"
+        self.data, self.train, self.progress = data, data.train, ctx.progress
+        self.info = {"objective": self.objective, **data.info}
+
+    def training_step(self, model, batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        return objectives.REGISTRY[self.objective](model, batch, self.model.cn_controller,
+                                                   self.objective_cfg)
+
+    def evaluate(self, model) -> Dict[str, float]:
+        return clean_error(model, self.data.test, self.data.num_classes, self.cfg.amp)
+
+    def final_evaluate(self, model, best_state: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+        results = dict(self.evaluate(model))
+        corrupted = self.data.corrupted
+        if corrupted is None:
+            return results
+        from tqdm.auto import tqdm
+
+        with tqdm(total=5 * len(corrupted.corruptions), desc="corrupted sets",
+                  disable=not self.progress) as bar:
+            def done(name: str, severity: int) -> None:
+                bar.update(1)
+                if not self.progress and severity == 5:
+                    log.info("evaluated %s (5 severities)", name)
+
+            errors = evaluate_corruptions(model, corrupted, self.cfg.amp,
+                                          expected=corrupted.expected, progress=done)
+        results.update(corruption_metrics(errors, self.cfg.dataset.get("protocol", "cifar"),
+                                          results["clean/error"]))
+        return results
+
+    def summary(self, results: Mapping[str, Any]) -> str:
+        line = f"clean error {results['clean/error']:.2f}%"
+        if "mce" in results:
+            line += (f" | mCE {results['mce']:.2f}% ({results.get('corrupted_set', '')} "
+                     "corrupted set)")
+        return line
