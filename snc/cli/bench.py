@@ -1,0 +1,242 @@
+"""Training/evaluation speed of snc against a reference pipeline written like the official code.
+
+    python scripts/bench.py backbone=wrn40_2 sn=on cn=on device=cpu
+    python scripts/bench.py backbone=wrn40_2 sn=on cn=on augmix=on amp=bf16 device=cuda
+
+Takes the overrides of train.py (same configs). Random uint8 data of the real shapes.
+For the chosen backbone it times one training step (data + forward + backward + update) of
+
+- ``plain`` / ``+sn`` / ``+cn`` / the requested variant on snc's path: the dataset resident on
+  the device, batched crop/flip (and AugMix) there, the configured precision; CN is measured
+  switched on at every step (``prob=1``, the worst case), and also reported at the configured
+  ``prob``;
+- ``reference``: the requested variant as the official scripts run it: torchvision PIL
+  transforms (and PIL AugMix) in a 2-worker DataLoader, fp32, SelfNorm with the official
+  unfused statistics (``snc.reference``).
+
+It also times evaluation (inference mode, ``eval_batch_size``) and reports peak memory (CUDA:
+allocator peak; CPU: process max RSS). Timing: warm-up steps first, then the mean and standard
+deviation of the timed steps (the median on CPU, where two busy cores make single steps
+noisy), variants interleaved so slow drifts hit all alike; CUDA events
+with synchronisation on GPUs. The last line is ``speedup_vs_reference=<reference step time /
+snc step time>``.
+
+Bench-only options (prefix ``+bench.``): ``steps`` (timed steps per variant, default 3 on CPU,
+20 on CUDA), ``warmup`` (1 / 5), ``eval_batches`` (1 / 10), ``images`` (dataset size).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from snc.config import compose_config
+from snc.data.augmix import AugMix
+from snc.data.loader import ArrayLoader
+from snc.engine.precision import autocast_context
+from snc.engine.runner import select_device, validate
+from snc.eval.robustness import count_errors
+from snc.tasks import objectives
+from snc.tasks.classify import build_network
+
+
+def compose_cfg(argv: List[str]):
+    return compose_config(["logger=none", "dataset=cifar10"] + list(argv))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Variant:
+    """One model + data path whose training step can be timed repeatedly."""
+
+    def __init__(self, name: str, cfg, device, images, labels, reference: bool = False):
+        self.name, self.cfg, self.device, self.reference = name, cfg, device, reference
+        torch.manual_seed(0)
+        task = validate(cfg)
+        self.objective_name = task.objective
+        self.model = build_network(cfg, 10).to(device)
+        if reference:
+            from snc.reference import use_official_ops
+
+            use_official_ops(self.model)
+        if cfg.channels_last and not reference:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if cfg.compile and not reference else self.model
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                                   weight_decay=5e-4)
+        self.obj_cfg = task.objective_cfg
+        self.objective = objectives.REGISTRY[self.objective_name]
+        self.amp = "none" if reference else cfg.amp
+        self.batches = self._reference_batches(images, labels) if reference else \
+            self._snc_batches(images, labels)
+        self.times: List[float] = []
+
+    def _snc_batches(self, images, labels):
+        d = self.cfg.dataset
+        augmix = None
+        if self.cfg.augmix.enabled:
+            augmix = AugMix(list(d.mean), list(d.std), severity=self.cfg.augmix.severity)
+        loader = ArrayLoader(images, labels, batch_size=self.cfg.batch_size, mean=list(d.mean),
+                             std=list(d.std), train=True, augmix=augmix, device=self.device,
+                             drop_last=True, channels_last=self.cfg.channels_last)
+
+        def forever():
+            while True:
+                yield from loader
+        return forever()
+
+    def _reference_batches(self, images, labels):
+        from snc.reference import reference_loader
+
+        loader = reference_loader(images, labels, self.cfg)
+
+        def forever():
+            while True:
+                for x, y in loader:
+                    if isinstance(x, (list, tuple)):
+                        x = tuple(v.to(self.device, non_blocking=True) for v in x)
+                    else:
+                        x = x.to(self.device, non_blocking=True)
+                    yield x, y.to(self.device, non_blocking=True)
+        return forever()
+
+    def step(self) -> float:
+        sync(self.device)
+        start = time.perf_counter()
+        batch = next(self.batches)
+        with autocast_context(self.device, self.amp):
+            loss, _ = self.objective(self.forward, batch, self.model.cn_controller, self.obj_cfg)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        sync(self.device)
+        return time.perf_counter() - start
+
+
+def time_eval(variant: Variant, images, labels, batches: int) -> float:
+    d = variant.cfg.dataset
+    n = min(len(images), batches * variant.cfg.eval_batch_size)
+    loader = ArrayLoader(images[:n], labels[:n], batch_size=variant.cfg.eval_batch_size,
+                         mean=list(d.mean), std=list(d.std), device=variant.device,
+                         channels_last=variant.cfg.channels_last)
+    warm = ArrayLoader(images[:64], labels[:64], batch_size=64, mean=list(d.mean),
+                       std=list(d.std), device=variant.device,
+                       channels_last=variant.cfg.channels_last)
+    count_errors(variant.forward, warm, variant.amp)  # warm-up
+    sync(variant.device)
+    start = time.perf_counter()
+    count_errors(variant.forward, loader, variant.amp)
+    sync(variant.device)
+    return n / (time.perf_counter() - start)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = compose_cfg(argv)
+    device = select_device(cfg.device)
+    bench = cfg.get("bench") or {}
+    cuda = device.type == "cuda"
+    steps = int(bench.get("steps", 20 if cuda else 3))
+    warmup = int(bench.get("warmup", 5 if cuda else 1))
+    eval_batches = int(bench.get("eval_batches", 10 if cuda else 1))
+    n_images = int(bench.get("images", 50_000 if cuda else 4 * cfg.batch_size))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n_images, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, n_images)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(torch.get_num_threads())
+
+    want_sn, want_cn = cfg.sn.name != "off", cfg.cn.name != "off"
+    sn_choice = cfg.sn.name if want_sn else "on"
+    prob = float(cfg.cn.prob) if want_cn else 0.5
+
+    def variant_cfg(sn: bool, cn: bool, prob: float = 1.0):
+        """The requested config with SN/CN switched, composed as train.py would."""
+        switched = ("sn=", "cn=", "objective=") + (() if sn else ("sn.",)) + \
+            (("cn.prob=",) if cn else ("cn.", "crop="))
+        keep = [a for a in argv if not a.lstrip("+~").startswith(switched)]
+        extra = [f"sn={sn_choice if sn else 'off'}", f"cn={'on' if cn else 'off'}"]
+        objective = cfg.objective.name
+        if not cn and objective in ("cn", "consistency"):
+            objective = "auto"
+        extra.append(f"objective={objective}")
+        if cn:
+            extra.append(f"cn.prob={prob}")
+        return compose_cfg(keep + extra)
+    specs: Dict[str, Callable[[], Variant]] = {
+        "plain": lambda: Variant("plain", variant_cfg(False, False), device, images, labels),
+        "+sn": lambda: Variant("+sn", variant_cfg(True, False), device, images, labels),
+        "+cn": lambda: Variant("+cn", variant_cfg(False, True), device, images, labels),
+    }
+    requested = "requested"
+    if (want_sn, want_cn) == (False, False):
+        requested = "plain"
+    elif (want_sn, want_cn) == (True, False):
+        requested = "+sn"
+    elif (want_sn, want_cn) == (False, True):
+        requested = "+cn"
+    else:
+        specs[requested] = lambda: Variant(requested, variant_cfg(True, True), device, images,
+                                           labels)
+    specs["reference"] = lambda: Variant("reference", variant_cfg(want_sn, want_cn, prob),
+                                         device, images, labels, reference=True)
+    variants = {name: make() for name, make in specs.items()}
+    for _ in range(warmup):
+        for v in variants.values():
+            v.step()
+    peaks = {}
+    for _ in range(steps):
+        for v in variants.values():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            v.times.append(v.step())
+            peaks[v.name] = max(peaks.get(v.name, 0.0), peak_memory_mb(device))
+    print(f"device={device} backbone={cfg.backbone.name} batch={cfg.batch_size} amp={cfg.amp} "
+          f"channels_last={cfg.channels_last} compile={cfg.compile} augmix={cfg.augmix.enabled} "
+          f"objective={variants[requested].objective_name} steps={steps} warmup={warmup}")
+    print(f"{'variant':<11}{'step ms' if cuda else 'median ms':>10}{'± ms':>8}"
+          f"{'train img/s':>13}{'peak MB':>10}")
+    mean = {}
+    center = statistics.mean if cuda else statistics.median
+    for name, v in variants.items():
+        mean[name] = center(v.times)
+        sd = statistics.stdev(v.times) if len(v.times) > 1 else 0.0
+        print(f"{name:<11}{1000 * mean[name]:>10.1f}{1000 * sd:>8.1f}"
+              f"{cfg.batch_size / mean[name]:>13.0f}{peaks[name]:>10.0f}")
+    sn_over = 100 * (mean["+sn"] / mean["plain"] - 1)
+    cn_over = 100 * (mean["+cn"] / mean["plain"] - 1)
+    print(f"sn_overhead={sn_over:.1f}%  cn_overhead(prob=1)={cn_over:.1f}%  "
+          f"cn_overhead(prob={prob})={cn_over * prob:.1f}%")
+    if variants["+cn"].objective_name in ("consistency", "augmix"):
+        print(f"(objective {variants['+cn'].objective_name}: when CN fires the step runs two "
+              "more CN forwards for the consistency term, which the CN overhead includes)")
+    eval_snc = time_eval(variants[requested], images, labels, eval_batches)
+    print(f"eval img/s (inference, batch {cfg.eval_batch_size}): snc {eval_snc:.0f}")
+    epoch_images = 50_000
+    minutes = {k: 100 * epoch_images * mean[k] / cfg.batch_size / 60
+               for k in (requested, "reference")}
+    print(f"100 CIFAR epochs at this rate: snc {minutes[requested]:.1f} min, reference "
+          f"{minutes['reference']:.1f} min; CIFAR-C (750,000 images) eval: "
+          f"{750_000 / eval_snc:.0f} s")
+    print(f"speedup_vs_reference={mean['reference'] / mean[requested]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
