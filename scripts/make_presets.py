@@ -7,14 +7,23 @@ and method. Ablation presets (Tables 5-12, 14, 15) start from the official scrip
 method and change the ablated setting. Every preset names the published cells it reproduces
 (``paper.cells``, checked against snc/report/published.yaml by the tests).
 
-    python scripts/make_presets.py          # rewrite the presets (they are committed)
+Each preset is plain data (dicts and lists) written out by PyYAML, so quoting (``"on"``/``"off"``
+stay strings, not YAML 1.1 booleans) and nesting are right by construction; only the Hydra
+``# @package _global_`` line and the explanatory header are prepended as comments. Only
+``table*.yaml`` is (re)written: the hand-written presets (demo, imagenet_table2_*) are left alone.
+
+    python scripts/make_presets.py              # rewrite the presets (they are committed)
+    python scripts/make_presets.py --out DIR    # write them to DIR instead (tests compare)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "configs" / "experiment"
@@ -45,55 +54,62 @@ def script(dataset: str, model: str, kind: str) -> Dict:
     raise KeyError(name)
 
 
+def to_yaml(data: Dict, *, flow_leaves: bool) -> str:
+    """YAML text of ``data`` in the given key order. ``flow_leaves`` writes innermost
+    mappings/lists on one line (``cn: {active_num: 2, prob: 0.25}``, one line per paper cell);
+    otherwise everything is block style (the defaults list)."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None if flow_leaves else False,
+                          width=10_000, allow_unicode=True)
+
+
 def preset(name: str, title: str, cells: List[Dict], *, dataset: str, backbone: str,
            sn: str = "off", cn: str = "off", augmix: bool = False, position: Optional[str] = None,
            crop: Optional[str] = None, objective: Optional[str] = None,
-           values: Optional[Dict] = None, extra_defaults: Optional[List[str]] = None,
+           values: Optional[Dict] = None, extra_defaults: Optional[List[Dict]] = None,
            note: str = "") -> str:
-    defaults = [f"  - override /dataset: {dataset}", f"  - override /backbone: {backbone}"]
+    defaults = [{"override /dataset": dataset}, {"override /backbone": backbone}]
     if sn != "off":
-        defaults.append(f'  - override /sn: "{sn}"' if sn == "on" else f"  - override /sn: {sn}")
+        defaults.append({"override /sn": sn})
     if cn != "off":
-        defaults.append('  - override /cn: "on"')
+        defaults.append({"override /cn": "on"})
     if augmix:
-        defaults.append('  - override /augmix: "on"')
+        defaults.append({"override /augmix": "on"})
     if position:
-        defaults.append(f"  - override /position: {position}")
+        defaults.append({"override /position": position})
     if crop:
-        defaults.append(f"  - override /crop: {crop}")
+        defaults.append({"override /crop": crop})
     if objective:
-        defaults.append(f"  - override /objective: {objective}")
+        defaults.append({"override /objective": objective})
     defaults += extra_defaults or []
-    lines = ["# @package _global_", f"# {title}"]
-    if note:
-        lines += [f"# {line}" for line in note.splitlines()]
-    lines += [f"#   python train.py experiment={name}",
-              f"#   python train.py -m experiment={name} sweep=appendix_grid   (appendix grid)",
-              "defaults:", *defaults, "", f"experiment_name: {name}", "paper:", "  cells:"]
-    for c in cells:
-        lines.append(f"    - {{table: {c['table']}, row: \"{c['row']}\", column: "
-                     f"\"{c['column']}\", dataset: {c['dataset']}}}")
-    for key, val in (values or {}).items():
-        lines.append(f"{key}: {val}")
-    return "\n".join(lines) + "\n"
+    header = [title, *note.splitlines(), f"  python train.py experiment={name}",
+              f"  python train.py -m experiment={name} sweep=appendix_grid   (appendix grid)"]
+    body = {"experiment_name": name, "paper": {"cells": cells}, **(values or {})}
+    return ("# @package _global_\n" + "".join(f"# {line}\n" for line in header)
+            + to_yaml({"defaults": defaults}, flow_leaves=False) + "\n"
+            + to_yaml(body, flow_leaves=True))
+
+
+def number(text: str) -> Union[int, float]:
+    """A number from the official scripts' text ("2" -> 2, "5e-4" -> 0.0005)."""
+    return int(text) if text.isdigit() else float(text)
 
 
 def run_settings(s: Dict, *, with_cn: bool) -> Dict:
     """Top-level overrides from an official script row."""
     values, optimizer = {}, {}
     if float(s["wd"]) != (1e-4 if s["model"] == "densenet" else 5e-4):
-        optimizer["weight_decay"] = s["wd"]
+        optimizer["weight_decay"] = number(s["wd"])
     if float(s["lr"]) != 0.1:
         optimizer["lr"] = s["lr"]
     if optimizer:
-        values["optimizer"] = "{" + ", ".join(f"{k}: {v}" for k, v in optimizer.items()) + "}"
+        values["optimizer"] = optimizer
     if s["batch_size"] != 128:
         values["batch_size"] = s["batch_size"]
     if with_cn:
-        cn = {"active_num": s["active_num"], "prob": s["cn_prob"]}
+        cn = {"active_num": number(s["active_num"]), "prob": number(s["cn_prob"])}
         if s.get("consist_wt"):
-            cn["consist_wt"] = s["consist_wt"]
-        values["cn"] = "{" + ", ".join(f"{k}: {v}" for k, v in cn.items()) + "}"
+            cn["consist_wt"] = number(s["consist_wt"])
+        values["cn"] = cn
     return values
 
 
@@ -181,7 +197,7 @@ def cifar_presets() -> Dict[str, str]:
         for crop in ("neither", "content", "style", "both"):
             name = f"table5_{stem}_cn_{mode}_{crop}"
             values = run_settings(cn_s, with_cn=True)
-            values["cn"] = values["cn"][:-1] + f", mode: {mode}}}"
+            values["cn"]["mode"] = mode
             files[name] = preset(
                 name, f"Paper Table 5, CN {mlabel}, crop {crop}, WRN-40-2, CIFAR-100",
                 [cell("table5", "WideResNet", f"{mlabel} {crop.capitalize()}", ds)], dataset=ds,
@@ -191,14 +207,14 @@ def cifar_presets() -> Dict[str, str]:
         files[f"table6_{stem}_basic_for_{op}"] = preset(
             f"table6_{stem}_basic_for_{op}", f"Paper Table 6, {op.upper()} row, N/A (no units)",
             [cell("table6", op.upper(), "N/A", ds)], dataset=ds, backbone=bb)
-        for blocks, column in (("image", "Image"), ("[1]", "Block 1"), ("[2]", "Block 2"),
-                               ("[3]", "Block 3"), ("all", "All")):
-            tag = {"image": "image", "all": "all"}.get(blocks, "block" + blocks.strip("[]"))
+        for tag, blocks, column in (("image", "image", "Image"), ("block1", [1], "Block 1"),
+                                    ("block2", [2], "Block 2"), ("block3", [3], "Block 3"),
+                                    ("all", "all", "All")):
             values = run_settings(op_s, with_cn=op == "cn")
-            if blocks not in ("image", "all"):
-                values["position"] = f"{{blocks: {blocks}}}"
+            if isinstance(blocks, list):
+                values["position"] = {"blocks": blocks}
             if blocks == "image" and op == "cn":
-                values["cn"] = "{active_num: 1, prob: " + str(op_s["cn_prob"]) + "}"
+                values["cn"] = {"active_num": 1, "prob": number(op_s["cn_prob"])}
             files[f"table6_{stem}_{op}_{tag}"] = preset(
                 f"table6_{stem}_{op}_{tag}", f"Paper Table 6, {op.upper()} in {column}, WRN-40-2, "
                 "CIFAR-100", [cell("table6", op.upper(), column, ds)], dataset=ds, backbone=bb,
@@ -208,7 +224,7 @@ def cifar_presets() -> Dict[str, str]:
                 note=f"Settings: official cifar100-scripts/wideresnet/run-{op}.sh, blocks varied")
     for order, column in (("sn_cn", "SN->CN"), ("cn_sn", "CN->SN")):
         values = run_settings(sncn_s, with_cn=True)
-        values["cn"] = values["cn"][:-1] + f", order: {order}}}"
+        values["cn"]["order"] = order
         files[f"table7_{stem}_sncn_{order}"] = preset(
             f"table7_{stem}_sncn_{order}", f"Paper Table 7, order {column}, WRN-40-2, CIFAR-100",
             [cell("table7", "WideResNet", column, ds)], dataset=ds, backbone=bb, sn="on",
@@ -249,8 +265,8 @@ def imagenet_presets() -> Dict[str, str]:
             f"Paper Table 14, in-network CN at {label} (no official script: run-cn.sh settings)",
             [cell("table14", f"CN {label}", c, ds) for c in ("Clean", "mCE")],
             dataset=ds, backbone=bb, cn="on", position=position, crop="both",
-            values={"batch_size": 128, "cn": "{active_num: 1, prob: 0.5}"}, note=note)
-    ibn_a = ["  - override /ibn: a"]
+            values={"batch_size": 128, "cn": {"active_num": 1, "prob": 0.5}}, note=note)
+    ibn_a = [{"override /ibn": "a"}]
     files["table15_imagenet_resnet50_ibn_a_basic"] = preset(
         "table15_imagenet_resnet50_ibn_a_basic", "Paper Table 15, ResNet-50 IBN-a, Basic",
         [cell("table15", "IBN(a) Basic", c, ds) for c in ("Clean", "mCE")], dataset=ds,
@@ -259,21 +275,21 @@ def imagenet_presets() -> Dict[str, str]:
         "table15_imagenet_resnet50_ibn_a_cn", "Paper Table 15, IBN-a + image CN",
         [cell("table15", "IBN(a) +CN", c, ds) for c in ("Clean", "mCE")], dataset=ds,
         backbone=bb, cn="on", position="image", crop="both", extra_defaults=ibn_a,
-        values={"batch_size": 128, "cn": "{prob: 0.5}"}, note=note)
+        values={"batch_size": 128, "cn": {"prob": 0.5}}, note=note)
     files["table15_imagenet_resnet50_ibn_a_cn_consistency"] = preset(
         "table15_imagenet_resnet50_ibn_a_cn_consistency",
         "Paper Table 15, IBN-a + image CN + consistency (CR)",
         [cell("table15", "IBN(a) +CN+CR", c, ds) for c in ("Clean", "mCE")], dataset=ds,
         backbone=bb, cn="on", position="image", crop="both", objective="consistency",
-        extra_defaults=ibn_a, values={"batch_size": 128, "cn": "{prob: 0.5, consist_wt: 10}"},
+        extra_defaults=ibn_a, values={"batch_size": 128, "cn": {"prob": 0.5, "consist_wt": 10}},
         note=note)
     files["table15_imagenet_resnet50_ibn_a_cn_augmix"] = preset(
         "table15_imagenet_resnet50_ibn_a_cn_augmix", "Paper Table 15, IBN-a + image CN + AugMix",
         [cell("table15", "IBN(a) +CN+AM", c, ds) for c in ("Clean", "mCE")], dataset=ds,
         backbone=bb, cn="on", augmix=True, position="image", crop="neither",
         extra_defaults=ibn_a, values={"batch_size": 256,
-                                      "cn": "{prob: 0.5, augmix_joint: true}"}, note=note)
-    ibn_b = ["  - override /ibn: b"]
+                                      "cn": {"prob": 0.5, "augmix_joint": True}}, note=note)
+    ibn_b = [{"override /ibn": "b"}]
     files["table15_imagenet_resnet50_ibn_b_basic"] = preset(
         "table15_imagenet_resnet50_ibn_b_basic", "Paper Table 15, ResNet-50 IBN-b, Basic",
         [cell("table15", "IBN(b) Basic", c, ds) for c in ("Clean", "mCE")], dataset=ds,
@@ -291,13 +307,18 @@ def imagenet_presets() -> Dict[str, str]:
     return files
 
 
-def main() -> int:
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help=f"folder to write the presets to (default: {OUT})")
+    out = parser.parse_args(argv).out
     files = {**cifar_presets(), **imagenet_presets()}
-    for old in OUT.glob("table*.yaml"):
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("table*.yaml"):  # stale generated presets; hand-written ones stay
         old.unlink()
     for name, text in sorted(files.items()):
-        (OUT / f"{name}.yaml").write_text(text)
-    print(f"wrote {len(files)} presets to {OUT}")
+        (out / f"{name}.yaml").write_text(text)
+    print(f"wrote {len(files)} presets to {out}")
     return 0
 
 
