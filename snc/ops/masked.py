@@ -85,13 +85,16 @@ def sample_spans(lengths: torch.Tensor, generator: Optional[torch.Generator] = N
 
     Returns:
         ``(start, stop)``, int64 ``(N,)`` each (stop exclusive). A sequence in which no span
-        above the threshold fits (length 1) gets its whole length.
+        above the threshold can be drawn (lengths 1 and 2) gets its whole length.
     """
     lengths = lengths.detach().to("cpu", torch.int64)
     n = lengths.shape[0]
     start = torch.zeros(n, dtype=torch.int64)
     stop = lengths.clone()
-    todo = torch.nonzero(lengths >= 2).flatten()
+    # the widest span the sampler can make is 2 * ((len - 1) // 2) tokens (lam < 1); where even
+    # that is not above the threshold (lengths 1 and 2 for small t) the whole review is used
+    widest = 2 * ((lengths - 1).clamp_min(0) // 2)
+    todo = torch.nonzero(widest.float() > threshold * lengths.float()).flatten()
     rng = None
     if beta != 1.0:  # Beta(1, 1) is uniform: stay on the torch generator, else NumPy's Beta
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))

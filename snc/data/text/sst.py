@@ -32,7 +32,7 @@ log = logging.getLogger("snc")
 
 SST_TEST_SIZE = 1821
 HOW_TO_GET = (
-    "Get the labelled SST-2 test split: trainDevTestTrees_PTB.zip from "
+    "Get the labelled 1,821-sentence SST-2 test split: trainDevTestTrees_PTB.zip from "
     "https://nlp.stanford.edu/sentiment/ (point dataset.sst_path at the zip or at "
     "trees/test.txt), or SentEval's SST/binary/sentiment-test (sentence<TAB>label)")
 _LEAF = re.compile(r"\(\d+ ([^()\s]+)\)")
@@ -125,6 +125,6 @@ def read_sst(path: Path) -> TextSplit:
     if not texts:
         raise ConfigError(f"{path} has no binary-labelled sentence. {HOW_TO_GET}")
     if len(texts) != SST_TEST_SIZE:
-        log.warning("SST-2 %s: %d sentences; the paper's target is the %d-sentence test split",
-                    path, len(texts), SST_TEST_SIZE)
+        log.warning("SST-2 %s: %d sentences; the paper's target is the 1,821-sentence test "
+                    "split", path, len(texts))
     return TextSplit(texts, np.asarray(labels, dtype=np.float32), skipped, str(path))
