@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 import snc.config  # noqa: F401  (registers the config schemas)
-from hydra import compose, initialize_config_dir
 from snc.data.text import (
     BucketLoader,
     EvalLoader,
@@ -218,7 +218,8 @@ def test_offline_corpora_in_published_layouts_with_a_shift(tmp_path):
 
 def test_sst_formats_and_glue_test_refused(tmp_path):
     trees = tmp_path / "test.txt"
-    trees.write_text("(4 (2 A) (4 (2 -LRB-) (4 (3 good) (4 (2 -RRB-) (2 film)))))\n(2 (2 So) (2 so))\n"
+    trees.write_text("(4 (2 A) (4 (2 -LRB-) (4 (3 good) (4 (2 -RRB-) (2 film)))))\n"
+                     "(2 (2 So) (2 so))\n"
                      "(1 (2 Not) (1 (1 great)))\n")
     sst = read_sst(trees)
     assert sst.texts == ["A ( good ) film", "Not great"] and sst.labels.tolist() == [1.0, 0.0]
@@ -374,7 +375,8 @@ def test_bucket_loader_buckets_covers_and_resumes_bit_identically():
     tail = list(resumed)
     for a, b in zip(head + tail, epoch2, strict=True):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert [torch.equal(a[0], b[0]) for a, b in zip(list(resumed), list(ref))] == [True] * 25
+    later = zip(list(resumed), list(ref), strict=True)  # and the epochs after it as well
+    assert all(torch.equal(a[0], b[0]) for a, b in later)
 
 
 # ------------------------------------------------------------------ task
@@ -462,11 +464,12 @@ def test_task_trains_evaluates_and_resumes(tmp_path, mask):
     second = TextTask(cfg)  # the GloVe cache is used the second time
     second.setup(RunContext(device=torch.device("cpu"), run_dir=tmp_path / "run2", seed=1))
     assert second.info["glove_from_cache"]
-    for a, b in zip(second.model.state_dict().values(), TextTask_fresh_state(cfg, tmp_path)):
+    for a, b in zip(second.model.state_dict().values(), fresh_state(cfg, tmp_path),
+                    strict=True):
         assert torch.equal(a, b)  # setup is deterministic for a seed
 
 
-def TextTask_fresh_state(cfg, tmp_path):
+def fresh_state(cfg, tmp_path):
     task = TextTask(cfg)
     task.setup(RunContext(device=torch.device("cpu"), run_dir=tmp_path / "run3", seed=1))
     return list(task.model.state_dict().values())

@@ -202,7 +202,7 @@ def embedding_matrix(itos: Sequence[str], glove: GloVe, generator: torch.Generat
     weights = torch.randn(len(itos), glove.dim, generator=generator)
     rows = [(i, glove.index[t]) for i, t in enumerate(itos) if t in glove.index]
     if rows:
-        ours, theirs = zip(*rows)
+        ours, theirs = zip(*rows, strict=True)
         weights[list(ours)] = torch.from_numpy(np.asarray(glove.vectors[list(theirs)]))
     for i in specials:
         weights[i] = 0.0
