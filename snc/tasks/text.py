@@ -35,6 +35,7 @@ from torch import nn
 
 from snc.config import unit_options
 from snc.data.text.glove import embedding_matrix, load_glove
+from snc.data.text.imdb import HOW_TO_GET as IMDB_HOW_TO_GET
 from snc.data.text.imdb import TextSplit, prepare_imdb, read_imdb, split_train_valid
 from snc.data.text.loader import BucketLoader, EvalLoader
 from snc.data.text.offline import write_offline_corpora
@@ -47,8 +48,7 @@ from snc.tasks.base import Logs, RunContext, Task, register_task
 
 log = logging.getLogger("snc")
 
-TASK_KEYS = {"name", "mask_padding", "embedding_dim", "n_filters", "filter_sizes", "dropout",
-             "eval_batch_size"}
+TASK_KEYS = {"name", "mask_padding", "embedding_dim", "n_filters", "filter_sizes", "dropout"}
 DATASET_KEYS = {"name", "imdb_dir", "sst_path", "glove_path", "glove_dim", "glove_md5",
                 "glove_cache", "vocab_size", "valid_fraction", "split_seed", "tokenizer",
                 "bad_files", "download", "epochs", "generate"}
@@ -152,7 +152,11 @@ class TextTask(Task):
             write_offline_corpora(Path(gen.pop("root")), **gen)
         imdb, sst, glove = Path(data.imdb_dir), Path(data.sst_path), Path(data.glove_path)
         if not (imdb / "train").is_dir() and bool(data.download):
-            prepare_imdb(imdb.parent)
+            try:
+                prepare_imdb(imdb.parent)
+            except OSError as err:
+                raise ConfigError(f"could not download IMDb into {imdb.parent} ({err}). "
+                                  f"{IMDB_HOW_TO_GET}") from None
         return imdb, sst, glove
 
     def _read(self) -> Dict[str, TextSplit]:
@@ -164,33 +168,46 @@ class TextTask(Task):
 
     def build_data(self, seed: int) -> Dict[str, Any]:
         """Reads, splits, tokenises and encodes every split; builds the vocabulary and the
-        initial embedding. Returns a dict of encoded splits plus ``vocab`` and ``embeddings``."""
+        initial embedding. Returns a dict of encoded splits plus ``vocab``, ``embeddings``
+        and ``info``.
+
+        The training reviews are tokenised first (the vocabulary needs their counts); the
+        other splits are tokenised and encoded chunk by chunk, so only one split's token
+        strings are held at a time (IMDb: ~6.7M tokens per split).
+        """
         data = self.cfg.dataset
         splits = self._read()
         tokenize = get_tokenizer(str(data.tokenizer))
         full = splits["imdb_train"]
         train_idx, valid_idx = split_train_valid(len(full), float(data.valid_fraction),
                                                  int(data.split_seed))
-        tokens = {"imdb_train": tokenize(full.texts), "imdb_test":
-                  tokenize(splits["imdb_test"].texts), "sst": tokenize(splits["sst"].texts)}
-        train_tokens = [tokens["imdb_train"][i] for i in train_idx]
-        vocab = Vocab.build(train_tokens, int(data.vocab_size))
+        full_tokens = tokenize(full.texts)
+        vocab = Vocab.build((full_tokens[i] for i in train_idx), int(data.vocab_size))
         encoded: Dict[str, Tuple[List[np.ndarray], np.ndarray]] = {}
-        skipped_empty: Dict[str, int] = {}
+        no_tokens: Dict[str, int] = {}
 
-        def encode(name: str, token_lists: List[List[str]], labels: np.ndarray) -> None:
-            keep = [i for i, t in enumerate(token_lists) if t]
-            skipped_empty[name] = len(token_lists) - len(keep)
-            if skipped_empty[name]:
-                log.warning("%s: skipped %d texts without tokens", name, skipped_empty[name])
+        def encode(name: str, token_lists, labels: np.ndarray) -> None:
+            seqs, keep = [], []
+            for i, tokens in enumerate(token_lists):
+                if tokens:
+                    seqs.append(vocab.encode(tokens))
+                    keep.append(i)
+            no_tokens[name] = len(labels) - len(keep)
+            if no_tokens[name]:
+                log.warning("%s: skipped %d texts without tokens", name, no_tokens[name])
             if not keep:
                 raise ConfigError(f"{name}: no text has a token")
-            encoded[name] = ([vocab.encode(token_lists[i]) for i in keep], labels[keep])
+            encoded[name] = (seqs, np.asarray(labels)[keep])
 
-        encode("train", train_tokens, full.labels[train_idx])
-        encode("val", [tokens["imdb_train"][i] for i in valid_idx], full.labels[valid_idx])
-        encode("source", tokens["imdb_test"], splits["imdb_test"].labels)
-        encode("target", tokens["sst"], splits["sst"].labels)
+        def chunked(texts: List[str], size: int = 2000):
+            for start in range(0, len(texts), size):
+                yield from tokenize(texts[start: start + size])
+
+        encode("train", (full_tokens[i] for i in train_idx), full.labels[train_idx])
+        encode("val", (full_tokens[i] for i in valid_idx), full.labels[valid_idx])
+        del full_tokens
+        encode("source", chunked(splits["imdb_test"].texts), splits["imdb_test"].labels)
+        encode("target", chunked(splits["sst"].texts), splits["sst"].labels)
         glove = load_glove(Path(data.glove_path), int(data.glove_dim),
                            md5=data.get("glove_md5", "auto"),
                            cache=bool(data.get("glove_cache", True)))
@@ -204,7 +221,7 @@ class TextTask(Task):
             "glove_load_seconds": round(glove.seconds, 3),
             "sizes": {k: len(v[0]) for k, v in encoded.items()},
             "skipped": {"imdb_train": full.skipped, "imdb_test": splits["imdb_test"].skipped,
-                        "sst": splits["sst"].skipped, "no_tokens": skipped_empty},
+                        "sst": splits["sst"].skipped, "no_tokens": no_tokens},
             "split_seed": int(data.split_seed),
             "valid_digest": _digest(valid_idx),
             "sources": {k: v.source for k, v in splits.items()},
@@ -215,15 +232,17 @@ class TextTask(Task):
     def setup(self, ctx: RunContext) -> None:
         task = self.cfg.task
         self.device = ctx.device
-        built = self.build_data(ctx.seed)
+        # one seed, separate streams: embedding misses, model init, batch order, CN draws
+        seeds = [int(v) for v in np.random.SeedSequence([int(ctx.seed), 4]).generate_state(4)]
+        built = self.build_data(seeds[0])
         vocab, encoded = built["vocab"], built["encoded"]
         min_length = max(int(s) for s in task.filter_sizes)
         with torch.random.fork_rng(devices=[]):  # model init independent of the caller's RNG
-            torch.manual_seed(int(ctx.seed))
+            torch.manual_seed(seeds[1])
             model = build_textcnn(
                 len(vocab), vocab.pad_idx, sn=self.sn, cn=self.cn,
                 mask_padding=bool(task.mask_padding), embeddings=built["embeddings"],
-                seed=int(ctx.seed), embedding_dim=int(task.embedding_dim),
+                seed=seeds[3], embedding_dim=int(task.embedding_dim),
                 n_filters=int(task.n_filters),
                 filter_sizes=tuple(int(s) for s in task.filter_sizes),
                 dropout=float(task.dropout))
@@ -232,8 +251,8 @@ class TextTask(Task):
         # rank-strided shards under DDP: each process its own part of every epoch's order
         self.train = BucketLoader(seqs[ctx.rank::ctx.world], labels[ctx.rank::ctx.world],
                                   int(self.cfg.batch_size), vocab.pad_idx, min_length,
-                                  seed=int(ctx.seed))
-        eval_batch = int(task.eval_batch_size)
+                                  seed=seeds[2])
+        eval_batch = int(self.cfg.eval_batch_size)
         self.eval_loaders = {name: EvalLoader(*encoded[name], eval_batch, vocab.pad_idx,
                                               min_length)
                              for name in ("val", "source", "target")}
