@@ -248,8 +248,10 @@ class TextTask(Task):
                 dropout=float(task.dropout))
         self.model = model.to(ctx.device)
         seqs, labels = encoded["train"]
-        # rank-strided shards under DDP: each process its own part of every epoch's order
-        self.train = BucketLoader(seqs[ctx.rank::ctx.world], labels[ctx.rank::ctx.world],
+        # DDP: rank-strided shards of equal size (equal batch counts, no rank waits on another)
+        per_rank = len(seqs) // ctx.world
+        self.train = BucketLoader(seqs[ctx.rank::ctx.world][:per_rank],
+                                  labels[ctx.rank::ctx.world][:per_rank],
                                   int(self.cfg.batch_size), vocab.pad_idx, min_length,
                                   seed=seeds[2])
         eval_batch = int(self.cfg.eval_batch_size)
