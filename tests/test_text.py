@@ -222,6 +222,9 @@ def test_sst_formats_and_glue_test_refused(tmp_path):
                      "(1 (2 Not) (1 (1 great)))\n")
     sst = read_sst(trees)
     assert sst.texts == ["A ( good ) film", "Not great"] and sst.labels.tolist() == [1.0, 0.0]
+    quoted = "(3 (2 (2 It) (2 's)) (3 (2 ``) (3 (3 fun) (2 ''))))"
+    trees.write_text(quoted + "\n")
+    assert read_sst(trees).texts == ['It \'s " fun "']  # PTB quotes undone
     tsv = tmp_path / "sentiment-test"
     tsv.write_text("sentence\tlabel\nit is fine .\t1\nit is not .\t0\n")
     assert read_sst(tsv).labels.tolist() == [1.0, 0.0]

@@ -5,8 +5,9 @@ Accepted inputs (``dataset.sst_path``):
 * the PTB trees of the Stanford Sentiment Treebank: ``trainDevTestTrees_PTB.zip`` (read from
   ``trees/test.txt`` inside it) or the unpacked ``test.txt``. One tree per line; the root label
   gives the sentence label: 0-1 negative, 3-4 positive, 2 (neutral) dropped; 2,210 test trees
-  give 1,821 sentences. The sentence is the leaves joined by spaces with ``-LRB-``/``-RRB-``
-  turned back into brackets, then tokenised like IMDb (one tokenizer for both domains).
+  give 1,821 sentences. The sentence is the leaves joined by spaces with the PTB escapes undone
+  (``-LRB-``/``-RRB-`` -> brackets, PTB quotes -> ``"``), then tokenised like IMDb (one
+  tokenizer for both domains).
 * a tab-separated file ``sentence<TAB>label`` with labels 0/1 (SentEval's ``sentiment-test``,
   labelled copies of the split); an optional header line ``sentence<TAB>label`` is skipped.
 
@@ -38,7 +39,7 @@ HOW_TO_GET = (
 _LEAF = re.compile(r"\(\d+ ([^()\s]+)\)")
 _ROOT = re.compile(r"^\s*\((\d+)\s")
 _PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{",
-                "-RCB-": "}", "\\/": "/", "\\*": "*"}
+                "-RCB-": "}", "\\/": "/", "\\*": "*", "``": '"', "''": '"'}
 GLUE_UNLABELLED = (
     "is GLUE's unlabelled SST-2 test file (index<TAB>sentence, or label -1): its labels are "
     "not published, so target accuracy cannot be computed on it. " + HOW_TO_GET)
