@@ -147,7 +147,7 @@ def test_masked_units_selfnorm_equals_official_without_mask_and_cn_follows_contr
     sn.train()
     sn(x, valid).sum().backward()
     assert sn.g_fc.weight.grad is not None
-    cn = MaskedCrossNorm(crop="both")
+    cn = MaskedCrossNorm(CrossNormOptions(crop="both"))
     ctrl = CrossNormController([cn], prob=1.0, seed=0)
     assert torch.equal(cn(x, valid), x)  # inactive
     with ctrl.step() as on:

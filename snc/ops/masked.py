@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from snc.ops.cnsn import ORDERS
 from snc.ops.crossnorm import CrossNorm, sample_cross_norm_args
+from snc.ops.options import ORDERS, check_choice
 from snc.ops.selfnorm import SelfNorm
 from snc.ops.stats import CROSSNORM_EPS, channel_stats
 
@@ -182,28 +182,28 @@ class MaskedCrossNorm(CrossNorm):
 
     It is a CrossNorm (found by :func:`snc.ops.find_cross_norm_units`, switched on by the
     :class:`~snc.ops.CrossNormController`, identity in eval mode or when inactive) whose
-    statistics skip padding and whose crops are token spans (module docstring). Same options as
-    CrossNorm.
+    statistics skip padding and whose crops are token spans (module docstring). Same options
+    (:class:`~snc.ops.options.CrossNormOptions`) as CrossNorm.
     """
 
     def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Args: ``x (N, C, L)``; ``valid (N, L)`` bool or None (every position counts)."""
         if not (self.training and self.active):
             return x
-        if self.mode == "two_instance" and x.shape[0] < 2:
+        o = self.options
+        if o.mode == "two_instance" and x.shape[0] < 2:
             return x
-        args = sample_cross_norm_args(
-            x.shape, mode=self.mode, crop="neither", generator=self.generator,
-            self_pairing=self.self_pairing, channel_shuffle=self.channel_shuffle,
-            device=x.device)
+        # partners from the shared sampler; the crop is drawn here as token spans
+        args = sample_cross_norm_args(x.shape, o, generator=self.generator, device=x.device,
+                                      crop="neither")
         n, length = x.shape[0], x.shape[-1]
         lengths = (valid.sum(-1) if valid is not None
                    else torch.full((n,), length, dtype=torch.int64))
         spans = {}
-        for key, crops in (("style_span", ("style", "both")), ("content_span",
-                                                               ("content", "both"))):
-            if self.crop in crops:
-                start, stop = sample_spans(lengths, self.generator, self.beta, self.threshold)
+        for key, crops in (("style_span", ("style", "both")),
+                           ("content_span", ("content", "both"))):
+            if o.crop in crops:
+                start, stop = sample_spans(lengths, self.generator, o.beta, o.threshold)
                 spans[key] = span_mask(start, stop, length, x.device)
         return masked_cross_norm(x, valid, perm=args["perm"], channel_perm=args["channel_perm"],
                                  eps=self.eps, **spans)
@@ -246,8 +246,7 @@ class MaskedCNSN(nn.Module):
     def __init__(self, cn: Optional[MaskedCrossNorm] = None, sn: Optional[MaskedSelfNorm] = None,
                  order: str = "cn_sn") -> None:
         super().__init__()
-        if order not in ORDERS:
-            raise ValueError(f"unknown CNSN order {order!r}; choose one of {', '.join(ORDERS)}")
+        check_choice("CNSN order", order, ORDERS)
         if cn is None and sn is None:
             raise ValueError("a CNSN unit needs a CrossNorm or a SelfNorm unit")
         self.cn = cn

@@ -259,7 +259,7 @@ class TextTask(Task):
                                               min_length)
                              for name in ("val", "source", "target")}
         self.vocab = vocab
-        self.info = dict(built["info"], parameters=sum(p.numel() for p in model.parameters()))
+        self.info = dict(built["info"], backbone="textcnn")
         log.info("text: %s", self.info)
 
     # ----- training --------------------------------------------------------------------------
@@ -310,8 +310,6 @@ class TextTask(Task):
             best = last
             results["checkpoint"] = "last"
         results.update(best)
-        results["parameters"] = self.info.get("parameters")
-        results["data"] = {k: v for k, v in self.info.items() if k != "parameters"}
         return results
 
     def summary(self, results: Mapping[str, Any]) -> str:

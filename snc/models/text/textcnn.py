@@ -64,9 +64,7 @@ class TextCNN(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=self.pad_idx)
         cn_unit = sn_unit = None
         if cn is not None:
-            cn_unit = MaskedCrossNorm(mode=cn.mode, crop=cn.crop, beta=cn.beta,
-                                      threshold=cn.threshold, self_pairing=cn.self_pairing,
-                                      channel_shuffle=cn.channel_shuffle)
+            cn_unit = MaskedCrossNorm(cn)
         if sn is not None:
             sn_unit = MaskedSelfNorm(embedding_dim, gates=sn.gates)
         order = cn.order if cn is not None else "cn_sn"
