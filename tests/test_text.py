@@ -474,3 +474,33 @@ def fresh_state(cfg, tmp_path):
     task = TextTask(cfg)
     task.setup(RunContext(device=torch.device("cpu"), run_dir=tmp_path / "run3", seed=1))
     return list(task.model.state_dict().values())
+
+
+def test_engine_run_resumes_bit_identically(tmp_path, monkeypatch):
+    """Through snc.engine.run: a run killed after epoch 1 and relaunched equals an unbroken one."""
+    from snc.engine import run
+
+    def cfg(out):
+        return compose_cfg(tmp_path, "experiment=text_demo", "progress=false", "epochs=2",
+                           "batch_size=16", "task.n_filters=8", *SMALL,
+                           f"paths.output_dir={tmp_path / out}")
+
+    reference = run(cfg("ref"))
+    original = TextTask.evaluate
+    calls = []
+
+    def killed_in_epoch_2(self, model):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, model)
+
+    monkeypatch.setattr(TextTask, "evaluate", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg("resumed"))
+    monkeypatch.setattr(TextTask, "evaluate", original)
+    resumed = run(cfg("resumed"))
+    keys = [k for k in reference if k.startswith(("source/", "target/", "val/", "best/"))]
+    assert len(keys) >= 12 and reference["backbone"] == "textcnn"
+    assert {k: resumed[k] for k in keys} == {k: reference[k] for k in keys}
+    assert resumed["train/final_epoch_loss"] == reference["train/final_epoch_loss"]
