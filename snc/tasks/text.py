@@ -42,8 +42,10 @@ from snc.data.text.offline import write_offline_corpora
 from snc.data.text.sst import read_sst
 from snc.data.text.tokenize import get_tokenizer, tokenizer_name
 from snc.data.text.vocab import Vocab
+from snc.distributed import barrier
 from snc.errors import ConfigError
 from snc.models.text import build_textcnn
+from snc.ops.options import SelfNormOptions
 from snc.tasks.base import Logs, RunContext, Task, register_task
 
 log = logging.getLogger("snc")
@@ -115,7 +117,7 @@ class TextTask(Task):
         if self.cn is not None and int(self.cn.active_num) != 1:
             raise ConfigError(f"cn.active_num={self.cn.active_num} but TextCNN has one "
                               "CrossNorm unit; use cn.active_num=1")
-        if self.sn is not None and type(self.sn).__name__ != "SelfNormOptions":
+        if self.sn is not None and not isinstance(self.sn, SelfNormOptions):
             raise ConfigError("task=text supports sn=on or sn=off (no SE variant)")
         sizes = list(task.filter_sizes)
         if not sizes or min(int(s) for s in sizes) < 1:
@@ -145,22 +147,26 @@ class TextTask(Task):
         return name
 
     # ----- data ------------------------------------------------------------------------------
-    def _paths(self) -> Tuple[Path, Path, Path]:
+    def prepare(self) -> None:
+        """Writes the generated corpora (``dataset.generate``) or downloads a missing IMDb
+        (``dataset.download``). Rank 0 only; the others wait at a barrier in :meth:`setup`."""
         data = self.cfg.dataset
         if data.get("generate") is not None:
             gen = OmegaConf.to_container(data.generate, resolve=True)
             write_offline_corpora(Path(gen.pop("root")), **gen)
-        imdb, sst, glove = Path(data.imdb_dir), Path(data.sst_path), Path(data.glove_path)
+        imdb = Path(data.imdb_dir)
         if not (imdb / "train").is_dir() and bool(data.download):
+            if imdb.name != "aclImdb":
+                raise ConfigError(f"dataset.imdb_dir={imdb} is missing; the download unpacks "
+                                  "into <folder>/aclImdb, so set imdb_dir to such a path")
             try:
                 prepare_imdb(imdb.parent)
             except OSError as err:
                 raise ConfigError(f"could not download IMDb into {imdb.parent} ({err}). "
                                   f"{IMDB_HOW_TO_GET}") from None
-        return imdb, sst, glove
 
     def _read(self) -> Dict[str, TextSplit]:
-        imdb, sst, _ = self._paths()
+        imdb, sst = Path(self.cfg.dataset.imdb_dir), Path(self.cfg.dataset.sst_path)
         bad = str(self.cfg.dataset.bad_files)
         return {"imdb_train": read_imdb(imdb, "train", bad_files=bad),
                 "imdb_test": read_imdb(imdb, "test", bad_files=bad),
@@ -232,6 +238,9 @@ class TextTask(Task):
     def setup(self, ctx: RunContext) -> None:
         task = self.cfg.task
         self.device = ctx.device
+        if ctx.is_main:
+            self.prepare()
+        barrier()
         # one seed, separate streams: embedding misses, model init, batch order, CN draws
         seeds = [int(v) for v in np.random.SeedSequence([int(ctx.seed), 4]).generate_state(4)]
         built = self.build_data(seeds[0])

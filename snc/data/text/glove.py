@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from snc.atomic import atomic_open
 from snc.data.download import download_resumable, md5_file
 from snc.errors import ConfigError
 
@@ -180,10 +181,13 @@ def load_glove(path: Path, dim: int, *, md5: Optional[str] = "auto", cache: bool
     if any("\n" in w for w in words):  # impossible after splitlines; guards the cache format
         raise ConfigError(f"{path}: a token contains a newline")
     if cache:
-        try:
-            np.save(npy, vectors)
-            words_txt.write_text("\n".join(words), encoding="utf-8")
-            meta_json.write_text(json.dumps(meta))
+        try:  # atomic, meta last: a reader (another rank) sees a complete cache or none
+            with atomic_open(npy, "wb", fsync=False) as f:
+                np.save(f, vectors)
+            with atomic_open(words_txt, "wb", fsync=False) as f:
+                f.write("\n".join(words).encode("utf-8"))
+            with atomic_open(meta_json, "wb", fsync=False) as f:
+                f.write(json.dumps(meta).encode())
         except OSError as err:
             log.warning("could not write the GloVe cache beside %s (%s); using it uncached",
                         path, err)
