@@ -155,6 +155,10 @@ def test_masked_units_selfnorm_equals_official_without_mask_and_cn_follows_contr
     cn.eval()
     with ctrl.activate():
         assert torch.equal(cn(x, valid), x)  # eval: identity
+    one = MaskedCrossNorm(CrossNormOptions(mode="one_instance", crop="content"))
+    one.active = True
+    out = one(x, valid)  # channels of one review exchange statistics; padding untouched
+    assert torch.equal(out[~valid.unsqueeze(1).expand_as(x)], x[~valid.unsqueeze(1).expand_as(x)])
 
 
 # ------------------------------------------------------------------ model
