@@ -6,6 +6,7 @@ and tiny tensors; no network.
 
 import io
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from snc.data.text import (
     embedding_matrix,
     get_tokenizer,
     load_glove,
+    prepare_glove,
     read_imdb,
     read_sst,
     split_train_valid,
@@ -229,6 +231,10 @@ def test_sst_formats_and_glue_test_refused(tmp_path):
     quoted = "(3 (2 (2 It) (2 's)) (3 (2 ``) (3 (3 fun) (2 ''))))"
     trees.write_text(quoted + "\n")
     assert read_sst(trees).texts == ['It \'s " fun "']  # PTB quotes undone
+    archive = tmp_path / "trainDevTestTrees_PTB.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # read in place from the published archive
+        zf.writestr("trainDevTestTrees_PTB/trees/test.txt", trees.read_text())
+    assert read_sst(archive).texts == ['It \'s " fun "']
     tsv = tmp_path / "sentiment-test"
     tsv.write_text("sentence\tlabel\nit is fine .\t1\nit is not .\t0\n")
     assert read_sst(tsv).labels.tolist() == [1.0, 0.0]
@@ -314,6 +320,12 @@ def test_glove_parse_cache_memmap_width_and_checksum(tmp_path):
         load_glove(path, 3, md5="0" * 32)
     with pytest.raises(ConfigError, match="glove.6B.zip"):
         load_glove(tmp_path / "glove.6B.100d.txt", 100)
+    with zipfile.ZipFile(tmp_path / "glove.6B.zip", "w") as zf:
+        zf.writestr("glove.6B.100d.txt", "good " + " ".join(["0.5"] * 100) + "\n")
+    with pytest.raises(ConfigError, match="truncated or corrupt"):
+        prepare_glove(tmp_path, download=False)  # not the published zip
+    extracted = prepare_glove(tmp_path, md5=None, download=False)
+    assert load_glove(extracted, 100, md5=None).words == ["good"]
 
 
 def test_vocab_order_specials_and_small_corpus():
