@@ -7,6 +7,8 @@
     python train.py -m experiment=demo cn.prob=0.25,0.5
 """
 
+from typing import Optional
+
 import hydra
 from omegaconf import DictConfig
 
@@ -15,9 +17,9 @@ from snc.engine import run
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> Optional[float]:
     results = run(cfg)
-    return results.get("mce", results["clean/error"])
+    return results.get("mce", results.get("clean/error"))  # for sweepers that minimise
 
 
 if __name__ == "__main__":

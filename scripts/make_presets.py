@@ -10,7 +10,8 @@ method and change the ablated setting. Every preset names the published cells it
 Each preset is plain data (dicts and lists) written out by PyYAML, so quoting (``"on"``/``"off"``
 stay strings, not YAML 1.1 booleans) and nesting are right by construction; only the Hydra
 ``# @package _global_`` line and the explanatory header are prepended as comments. Only
-``table*.yaml`` is (re)written: the hand-written presets (demo, imagenet_table2_*) are left alone.
+files carrying MARKER are (re)written: hand-written presets (demo, imagenet_table2_*, the text
+task's table4_*) are left alone.
 
     python scripts/make_presets.py              # rewrite the presets (they are committed)
     python scripts/make_presets.py --out DIR    # write them to DIR instead (tests compare)
@@ -25,6 +26,7 @@ from typing import Dict, List, Optional, Union
 
 import yaml
 
+MARKER = "# Written by scripts/make_presets.py: edit the generator, not this file."
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "configs" / "experiment"
 SCRIPTS = json.loads((ROOT / "tests" / "data" / "official.json").read_text())["scripts"]
@@ -84,7 +86,7 @@ def preset(name: str, title: str, cells: List[Dict], *, dataset: str, backbone: 
     header = [title, *note.splitlines(), f"  python train.py experiment={name}",
               f"  python train.py -m experiment={name} sweep=appendix_grid   (appendix grid)"]
     body = {"experiment_name": name, "paper": {"cells": cells}, **(values or {})}
-    return ("# @package _global_\n" + "".join(f"# {line}\n" for line in header)
+    return ("# @package _global_\n" + MARKER + "\n" + "".join(f"# {line}\n" for line in header)
             + to_yaml({"defaults": defaults}, flow_leaves=False) + "\n"
             + to_yaml(body, flow_leaves=True))
 
@@ -307,6 +309,11 @@ def imagenet_presets() -> Dict[str, str]:
     return files
 
 
+def is_generated(path: Path) -> bool:
+    """Whether ``path`` was written by this script (it carries :data:`MARKER`)."""
+    return MARKER in path.read_text()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT,
@@ -314,8 +321,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = parser.parse_args(argv).out
     files = {**cifar_presets(), **imagenet_presets()}
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("table*.yaml"):  # stale generated presets; hand-written ones stay
-        old.unlink()
+    for old in out.glob("*.yaml"):  # stale generated presets; hand-written ones stay
+        if is_generated(old):
+            old.unlink()
     for name, text in sorted(files.items()):
         (out / f"{name}.yaml").write_text(text)
     print(f"wrote {len(files)} presets to {out}")

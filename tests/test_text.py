@@ -400,7 +400,7 @@ def test_bucket_loader_buckets_covers_and_resumes_bit_identically():
 
 
 def test_task_config_errors_name_the_fix(tmp_path):
-    base = ["task=text", "dataset=text_synthetic"]
+    base = ["task=text", "backbone=textcnn", "dataset=text_synthetic"]
     TextTask(compose_cfg(tmp_path, *base, "sn=on", "cn=on", "crop=both"))
     with pytest.raises(ConfigError, match="cn.active_num=1"):
         TextTask(compose_cfg(tmp_path, *base, "cn=on", "cn.active_num=2"))
@@ -429,7 +429,8 @@ def test_presets_compose_and_validate(tmp_path, experiment):
 
 @pytest.mark.parametrize("mask", [True, False])
 def test_task_trains_evaluates_and_resumes(tmp_path, mask):
-    cfg = compose_cfg(tmp_path, "task=text", "dataset=text_synthetic", "sn=on", "cn=on",
+    cfg = compose_cfg(tmp_path, "task=text", "backbone=textcnn", "dataset=text_synthetic",
+                      "sn=on", "cn=on",
                       "crop=both", "cn.prob=0.5", "batch_size=16", f"task.mask_padding={mask}",
                       "task.n_filters=16", *SMALL)
     task = TextTask(cfg)

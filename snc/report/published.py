@@ -9,7 +9,8 @@ from typing import Dict, List, Optional
 import yaml
 
 PUBLISHED = Path(__file__).with_name("published.yaml")
-COLUMN_METRICS = {"Clean": "clean/error", "mCE": "mce"}
+COLUMN_METRICS = {"Clean": "clean/error", "mCE": "mce", "Source": "source/accuracy",
+                  "Target": "target/accuracy"}
 
 
 @lru_cache(maxsize=None)

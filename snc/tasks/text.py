@@ -107,6 +107,10 @@ class TextTask(Task):
         task, data = cfg.task, cfg.dataset
         _check_keys(task, TASK_KEYS, "task")
         _check_keys(data, DATASET_KEYS, "dataset")
+        if cfg.backbone.name != "textcnn":
+            raise ConfigError(f"task=text trains GloVe + TextCNN, not backbone="
+                              f"{cfg.backbone.name}: add backbone=textcnn (the table4_* and "
+                              "text_demo presets set it)")
         self.sn, self.cn, placement = unit_options(cfg)
         if placement.name not in POSITIONS or placement.sn not in POSITIONS or \
                 placement.cn not in POSITIONS:
@@ -268,7 +272,7 @@ class TextTask(Task):
                                               min_length)
                              for name in ("val", "source", "target")}
         self.vocab = vocab
-        self.info = dict(built["info"], backbone="textcnn")
+        self.info = dict(built["info"])
         log.info("text: %s", self.info)
 
     # ----- training --------------------------------------------------------------------------
