@@ -12,11 +12,16 @@ the IBN variants it also feeds the projection, as in the official code), ``post_
 ``post_addition`` [post] after the addition, before the final ReLU. IBN-b puts an
 InstanceNorm after the addition of the last block of layer1 and layer2; those two blocks take no
 ``post_addition`` unit (14 units instead of 16), as in the official code.
+
+Dense prediction (FCN, paper Table 3): ``replace_stride_with_dilation=(False, True, True)``
+dilates layer3/4 instead of striding them, as torchvision's (output stride 8; the first block
+of a dilated stage keeps the previous dilation), and :meth:`ResNet.forward_features` returns the
+stage outputs. Neither changes a parameter.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,12 +53,13 @@ class Bottleneck(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: Optional[nn.Module],
                  units: UnitFactory, stage: int, ibn_a: bool = False, ibn_b_out: bool = False,
-                 pre_feeds_projection: bool = False) -> None:
+                 pre_feeds_projection: bool = False, dilation: int = 1) -> None:
         super().__init__()
         out = planes * self.expansion
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = IBN(planes) if ibn_a else nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation,
+                               dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
@@ -89,6 +95,8 @@ class ResNet(Backbone):
         ibn: ``none``, ``a`` (IBN in the first norm of every block of layers 1-3) or ``b``
             (InstanceNorm stem, InstanceNorm after the addition of the last block of layers 1-2).
         width: stem width (64; smaller for tests).
+        replace_stride_with_dilation: for layers 2-4, dilate instead of striding (torchvision's
+            argument; FCN: ``(False, True, True)``, output stride 8).
     """
 
     positions = ("identity", "pre_residual", "post_residual", "post_addition")
@@ -96,10 +104,16 @@ class ResNet(Backbone):
     num_stages = 4
 
     def __init__(self, layers: List[int] = (3, 4, 6, 3), num_classes: int = 1000,
-                 units: Optional[UnitFactory] = None, ibn: str = "none", width: int = 64) -> None:
+                 units: Optional[UnitFactory] = None, ibn: str = "none", width: int = 64,
+                 replace_stride_with_dilation: Sequence[bool] = (False, False, False)) -> None:
         super().__init__(units)
         if ibn not in IBN_MODES:
             raise ValueError(f"unknown ibn {ibn!r}; choose one of {', '.join(IBN_MODES)}")
+        if len(replace_stride_with_dilation) != 3:
+            raise ValueError("replace_stride_with_dilation needs 3 booleans (layers 2-4), got "
+                             f"{list(replace_stride_with_dilation)}")
+        dilate = (False, *[bool(d) for d in replace_stride_with_dilation])
+        dilation = 1
         units = units or UnitFactory()
         self.ibn = ibn
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
@@ -110,6 +124,9 @@ class ResNet(Backbone):
         for stage, (blocks, stride) in enumerate(zip(layers, (1, 2, 2, 2), strict=True), 1):
             planes = width * 2 ** (stage - 1)
             out = planes * Bottleneck.expansion
+            previous_dilation = dilation
+            if dilate[stage - 1]:
+                dilation, stride = dilation * stride, 1
             layer = []
             for i in range(blocks):
                 downsample = None
@@ -121,7 +138,8 @@ class ResNet(Backbone):
                     inplanes, planes, stride if i == 0 else 1, downsample, units, stage,
                     ibn_a=ibn == "a" and stage <= 3,
                     ibn_b_out=ibn == "b" and stage <= 2 and i == blocks - 1,
-                    pre_feeds_projection=ibn != "none"))
+                    pre_feeds_projection=ibn != "none",
+                    dilation=previous_dilation if i == 0 else dilation))
                 inplanes = out
             stages.append(nn.Sequential(*layer))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -137,6 +155,18 @@ class ResNet(Backbone):
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    def forward_features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The stage outputs of ``x: (N, 3, H, W)`` (the image unit applied first, as in
+        :meth:`forward`): ``{"layer1": ..., "layer4": ...}``; the classifier is not run."""
+        if self.input_unit is not None:
+            x = self.input_unit(x)
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        feats = {}
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = getattr(self, name)(x)
+            feats[name] = x
+        return feats
 
 
 @register_backbone("resnet50", ResNet)
