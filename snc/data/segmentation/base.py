@@ -34,7 +34,7 @@ def read_image(path: Path) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # writable (torch.from_numpy)
     except FileNotFoundError:
         raise SegmentationDataError(f"image {path} does not exist") from None
     except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated / not an image

@@ -9,7 +9,9 @@ rotation, blur, crop) runs per sample in ``workers`` processes on uint8 data; no
 runs on the training device on the whole batch (see :func:`transforms.normalize`).
 
 Batches: ``(images (B, 3, crop, crop) uint8, labels (B, crop, crop) int64)``. Under DDP,
-``batch_size`` is the global batch and each rank takes every ``world``-th sample of it.
+in training ``batch_size`` is the global batch and each rank takes every ``world``-th sample of
+it; in evaluation each rank takes every ``world``-th sample of the set (no padding, so summed
+counts are exact).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class SegmentationLoader:
         dataset: ``ds[i] -> (image (H, W, 3) uint8, label (H, W) uint8)``.
         transform: ``transform(image, label, generator, name) -> (image, label)`` tensors of one
             size per batch.
-        batch_size: global batch size.
+        batch_size: the global batch (training) or this rank's batch (evaluation).
         seed: the run seed.
         train: shuffle and drop the last incomplete batch (official).
         workers: DataLoader worker processes (0: in the calling process).
@@ -77,23 +79,24 @@ class SegmentationLoader:
         self.position = 0  # batches of ``epoch`` already handed out
 
     def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
+        if self.train:
+            return len(self.dataset) // self.batch_size
+        return -(-self.num_samples // self.batch_size)
 
     def batches(self, epoch: int) -> List[List[Tuple[int, int]]]:
         """This rank's ``(index, sample seed)`` lists of every batch of ``epoch``."""
         n = len(self.dataset)
-        if self.train:
+        if self.train:  # the global batch, then this rank's share of it
             g = torch.Generator()
             g.manual_seed(_seed(self.seed, epoch))
             order = torch.randperm(n, generator=g).tolist()
-        else:
-            order = list(range(n))
-        out = []
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
-            out.append([(i, _seed(self.seed, epoch, i)) for i in idx])
-        return out
+            chunks = [order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
+                      for b in range(len(self))]
+        else:  # this rank's shard of the set, in order, then local batches (no padding)
+            order = shard(range(n), self.rank, self.world)
+            chunks = [order[b * self.batch_size:(b + 1) * self.batch_size]
+                      for b in range(len(self))]
+        return [[(i, _seed(self.seed, epoch, i)) for i in idx] for idx in chunks]
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """One epoch from the current position (0 unless restored mid-epoch)."""
