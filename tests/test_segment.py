@@ -219,6 +219,37 @@ def test_loader_resumes_mid_epoch_exactly_and_ignores_worker_count(generated):
     assert not torch.equal(first[0][0], rest[2][0])  # epochs differ
 
 
+def _both_paths(t, pairs, seeds):
+    from snc.data.segmentation.device_transforms import RawSample, collate_raw, warp_batch
+
+    cpu = [t(img, lab, torch.Generator().manual_seed(s)) for (img, lab), s in zip(pairs, seeds)]
+    raw = [RawSample(t)(img, lab, torch.Generator().manual_seed(s))
+           for (img, lab), s in zip(pairs, seeds)]
+    images, labels = warp_batch(collate_raw(raw, fill=mean_fill()), t, torch.device("cpu"))
+    return torch.stack([c[0] for c in cpu]), torch.stack([c[1] for c in cpu]), images, labels
+
+
+def test_device_warp_equals_the_cpu_transform_without_resampling():
+    # scale 1, no rotation or blur: flip, padding and crop are exact on both paths
+    rng = np.random.default_rng(0)
+    pairs = [(rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+              rng.integers(0, 19, (h, w), dtype=np.uint8)) for h, w in ((40, 60), (20, 50))]
+    t = TrainTransform(crop=33, scale=(1.0, 1.0), rotate=0, blur_p=0)
+    ci, cl, di, dl = _both_paths(t, pairs, seeds=[3, 4])
+    assert torch.equal(cl, dl)
+    assert torch.equal(ci.float(), di)
+
+
+def test_device_warp_agrees_with_the_cpu_transform_under_scale_and_rotation():
+    image, label = _blocky(48, 64)
+    t = TrainTransform(crop=33, rotate=10, rotate_p=1.0, blur_p=0.5)
+    ci, cl, di, dl = _both_paths(t, [(image, label)] * 6, seeds=list(range(6)))
+    # nearest-neighbour edges may differ by a pixel (a wrong rotation sign scores ~0.94)
+    assert (cl == dl).float().mean() > 0.98
+    valid = dl != 255
+    assert ((di[:, 0][valid] - dl[valid] * 100).abs() < 30).float().mean() > 0.9
+
+
 # ----- model -----------------------------------------------------------------------------------
 
 def test_fcn_parameter_counts_match_the_reference():
@@ -419,6 +450,15 @@ def test_task_trains_evaluates_and_reports(seg_cfg, tmp_path):
     assert task.state_dict()["train_list_sha1"] == task.info["train_list_sha1"]
     with pytest.raises(ConfigError, match="another training list"):
         task.load_state_dict({"train_list_sha1": "0" * 40})
+
+
+def test_task_trains_with_device_augmentation(seg_cfg, tmp_path):
+    task = _task(seg_cfg("task.augment=device"), tmp_path / "run")
+    batch = next(iter(task.train))
+    assert isinstance(batch, dict) and batch["u"].shape == (4, 7)
+    loss, logs = task.training_step(task.model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and set(logs) == {"loss", "main_loss", "aux_loss", "cn"}
 
 
 @pytest.mark.parametrize("preset", ["table3_baseline", "table3_ibn", "table3_sn", "table3_cn",

@@ -7,7 +7,9 @@ Recipe (paper Sec. 4.2; official CNSN ``config/gtav/gtav_fcn50_cnsn.yaml``):
    mismatches and missing files are reported (count and ids) and dropped, or refused with
    ``dataset.mismatch=error``. Source validation: GTA5 val; target: Cityscapes val (fine).
 2. Augmentation per sample (seeded, resumable): scale [0.5, 2], rotation +-10 deg (p 0.5),
-   Gaussian blur 5x5 (p 0.5), flip, crop 713 with mean/255 padding; normalization on the device.
+   Gaussian blur 5x5 (p 0.5), flip, crop 713 with mean/255 padding; in the workers
+   (``task.augment=cpu``) or as one batched warp on the GPU (``device``, the default there);
+   normalization on the device.
 3. Model: FCN on the dilated ResNet-50 (output stride 8), main head on layer4 and auxiliary
    head (loss weight 0.4) on layer3; SN at ``post_residual`` and CN (2-instance, style crop,
    active_num 1, prob 0.5) in all 16 bottlenecks unless ``position`` says otherwise;
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -45,10 +48,17 @@ from snc.data.segmentation.base import (
     write_list,
 )
 from snc.data.segmentation.cityscapes import cityscapes_split
+from snc.data.segmentation.device_transforms import RawSample, collate_raw, warp_batch
 from snc.data.segmentation.gta5 import gta5_split, missing_pairs, read_split
 from snc.data.segmentation.labels import IGNORE, NUM_CLASSES
 from snc.data.segmentation.loader import SegmentationLoader
-from snc.data.segmentation.transforms import CenterCrop, TrainTransform, full_image, normalize
+from snc.data.segmentation.transforms import (
+    CenterCrop,
+    TrainTransform,
+    full_image,
+    mean_fill,
+    normalize,
+)
 from snc.distributed import barrier
 from snc.errors import ConfigError
 from snc.eval.segmentation import colorized_panel, evaluate_segmentation, metric_dict
@@ -107,6 +117,9 @@ class SegmentTask(Task):
             raise ConfigError(f"dataset.mismatch={d.mismatch!r}; choose drop or error")
         if not 0 < float(_get(d, "subset", 1.0)) <= 1:
             raise ConfigError(f"dataset.subset={d.subset}: a fraction in (0, 1] (paper: 0.25)")
+        if str(t.augment) not in ("auto", "cpu", "device"):
+            raise ConfigError(f"task.augment={t.augment!r}; choose auto (device on CUDA), cpu "
+                              "(per-sample in the workers) or device (one batched warp)")
         if float(t.aux_weight) < 0:
             raise ConfigError(f"task.aux_weight={t.aux_weight} must be >= 0 (paper 0.4)")
         init = self._init()
@@ -228,10 +241,17 @@ class SegmentTask(Task):
                                    blur_p=float(t.blur_p), flip=bool(t.flip), pad=bool(t.pad),
                                    mean=tuple(d.mean))
         cuda = ctx.device.type == "cuda"
-        self.train = SegmentationLoader(PairDataset(train_pairs, "source"), transform,
+        self.transform = transform
+        self.augment = str(t.augment) if str(t.augment) != "auto" else ("device" if cuda
+                                                                         else "cpu")
+        sample, collate = transform, None
+        if self.augment == "device":  # workers decode only; one batched warp on the device
+            sample = RawSample(transform)
+            collate = functools.partial(collate_raw, fill=mean_fill(tuple(d.mean)))
+        self.train = SegmentationLoader(PairDataset(train_pairs, "source"), sample,
                                         int(cfg.batch_size), seed=ctx.seed, train=True,
                                         workers=int(_get(d, "workers", 0)), rank=ctx.rank,
-                                        world=ctx.world, pin_memory=cuda)
+                                        world=ctx.world, pin_memory=cuda, collate=collate)
         self.model = self.build_model().to(ctx.device)
         self.info.update({
             "source_train": len(train_pairs), "source_train_total": len(all_pairs),
@@ -298,7 +318,10 @@ class SegmentTask(Task):
         return normalize(images, tuple(d.mean), tuple(d.std))
 
     def training_step(self, model: nn.Module, batch: Any) -> Tuple[torch.Tensor, Logs]:
-        images, labels = batch
+        if isinstance(batch, dict):  # task.augment=device: raw pairs + their draws
+            images, labels = warp_batch(batch, self.transform, self.device)
+        else:
+            images, labels = batch
         x = self.normalize(images.to(self.device, non_blocking=True))
         y = labels.to(self.device, non_blocking=True)
         core = getattr(model, "module", model)

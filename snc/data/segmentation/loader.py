@@ -16,7 +16,7 @@ counts are exact).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, List, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -64,17 +64,20 @@ class SegmentationLoader:
         workers: DataLoader worker processes (0: in the calling process).
         rank, world: this process's shard.
         pin_memory: pin batches (CUDA training).
+        collate: batch maker (default: stack equal-size tensors); device-side augmentation
+            passes :func:`device_transforms.collate_raw`.
     """
 
     def __init__(self, dataset, transform: Callable, batch_size: int, seed: int = 0,
                  train: bool = True, workers: int = 0, rank: int = 0, world: int = 1,
-                 pin_memory: bool = False) -> None:
+                 pin_memory: bool = False, collate: Optional[Callable] = None) -> None:
         if train and len(dataset) < batch_size:
             raise ValueError(f"{len(dataset)} training samples but batch_size={batch_size}: "
                              "lower batch_size or use more data")
         self.dataset, self.transform = dataset, transform
         self.batch_size, self.seed, self.train = int(batch_size), int(seed), train
         self.workers, self.rank, self.world, self.pin_memory = workers, rank, world, pin_memory
+        self.collate = collate or _collate
         self.epoch = 0
         self.position = 0  # batches of ``epoch`` already handed out
 
@@ -103,7 +106,7 @@ class SegmentationLoader:
         epoch, start = self.epoch, self.position
         todo = [b for b in self.batches(epoch)[start:] if b]
         loader = DataLoader(_Samples(self.dataset, self.transform), batch_sampler=todo,
-                            num_workers=self.workers, collate_fn=_collate,
+                            num_workers=self.workers, collate_fn=self.collate,
                             pin_memory=self.pin_memory,
                             persistent_workers=False, prefetch_factor=2 if self.workers else None)
         for k, batch in enumerate(loader):

@@ -71,7 +71,7 @@ def _check_size(image: torch.Tensor, size: int, name: str) -> None:
     if h < size or w < size:
         raise SegmentationDataError(
             f"crop {size} is larger than {name or 'the image'} ({w}x{h}) and padding is off "
-            f"(dataset.pad=false): use a crop <= {min(h, w)}, or dataset.pad=true")
+            f"(task.pad=false): use a crop <= {min(h, w)}, or task.pad=true")
 
 
 @dataclass(frozen=True)
