@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import snc.config  # noqa: F401  (registers the config schemas)
+import snc.tasks.segment  # noqa: F401  (registers task=segment)
 from snc.data.segmentation import labels as L
 from snc.data.segmentation.base import PairDataset, SegmentationDataError, read_image, read_label
 from snc.data.segmentation.cityscapes import cityscapes_split
@@ -34,7 +35,6 @@ from snc.eval.segmentation import (
 from snc.models import count_parameters, count_units
 from snc.models.segmentation import build_fcn, init_backbone
 from snc.tasks import RunContext, get_task
-import snc.tasks.segment  # noqa: F401  (registers task=segment)
 
 SPEC = GeneratedSpec(seed=3, source_size=(40, 72), target_size=(36, 68), source_train=16,
                      source_val=4, source_test=2, target_train=2, target_val=4)
@@ -222,9 +222,10 @@ def test_loader_resumes_mid_epoch_exactly_and_ignores_worker_count(generated):
 def _both_paths(t, pairs, seeds):
     from snc.data.segmentation.device_transforms import RawSample, collate_raw, warp_batch
 
-    cpu = [t(img, lab, torch.Generator().manual_seed(s)) for (img, lab), s in zip(pairs, seeds)]
+    cpu = [t(img, lab, torch.Generator().manual_seed(s))
+           for (img, lab), s in zip(pairs, seeds, strict=True)]
     raw = [RawSample(t)(img, lab, torch.Generator().manual_seed(s))
-           for (img, lab), s in zip(pairs, seeds)]
+           for (img, lab), s in zip(pairs, seeds, strict=True)]
     images, labels = warp_batch(collate_raw(raw, fill=mean_fill()), t, torch.device("cpu"))
     return torch.stack([c[0] for c in cpu]), torch.stack([c[1] for c in cpu]), images, labels
 

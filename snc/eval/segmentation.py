@@ -112,7 +112,8 @@ def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, crop: int,
     top, left = ph // 2, pw // 2
     x = F.pad(image, (left, pw - left, top, ph - top)) if ph or pw else image
     hh, ww = x.shape[-2:]
-    boxes = [(r, c) for r in window_starts(hh, crop, stride) for c in window_starts(ww, crop, stride)]
+    rows, cols = window_starts(hh, crop, stride), window_starts(ww, crop, stride)
+    boxes = [(r, c) for r in rows for c in cols]
     probs = None
     count = torch.zeros((1, hh, ww), device=image.device)
     for i in range(0, len(boxes), window_batch):

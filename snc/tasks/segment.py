@@ -406,8 +406,9 @@ class SegmentTask(Task):
         parts = []
         for domain in ("source", "target"):
             if f"{domain}/miou" in results:
+                center = results.get(f"{domain}/miou_center", float("nan"))
                 parts.append(f"{domain} mIoU {results[f'{domain}/miou']:.1f}% "
-                             f"(centre crop {results.get(f'{domain}/miou_center', float('nan')):.1f}%)")
+                             f"(centre crop {center:.1f}%)")
         return " | ".join(parts) or "no segmentation results"
 
     # ----- state -----------------------------------------------------------------------------

@@ -77,8 +77,8 @@ def draw_layout(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         x += bw
     for _ in range(int(rng.integers(1, 4))):  # trees in front of buildings
         cx, cy = int(rng.integers(0, w)), int(horizon - rng.uniform(0.1, 0.5) * horizon)
-        cv2.ellipse(lab, (cx, cy), (int(rng.integers(3, w // 8 + 4)), int(rng.integers(3, h // 6 + 3))),
-                    0, 0, 360, int(L["vegetation"]), -1)
+        axes = (int(rng.integers(3, w // 8 + 4)), int(rng.integers(3, h // 6 + 3)))
+        cv2.ellipse(lab, (cx, cy), axes, 0, 0, 360, int(L["vegetation"]), -1)
     # ground: terrain, sidewalks, road in perspective
     lab[horizon:] = L["terrain"]
     spread = rng.uniform(0.6, 1.1)
