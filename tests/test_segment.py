@@ -482,6 +482,12 @@ def test_presets_compose_and_validate(make_cfg, preset):
         assert kw["active_num"] == 1 and kw["prob"] == 0.5 and kw["mode"] == "two_instance"
 
 
+@pytest.mark.parametrize("preset", ["table3_sncn", "table3_cn", "segment_demo"])
+def test_presets_switch_units_off_from_the_command_line(make_cfg, preset):
+    cfg = make_cfg(f"experiment={preset}", 'sn="off"', 'cn="off"', "crop=neither", tiny=False)
+    assert get_task(cfg.task.name)(cfg).method() == "basic"
+
+
 def test_normalize_matches_the_official_0_255_scale():
     x = torch.randint(0, 256, (1, 3, 4, 4), dtype=torch.uint8)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
