@@ -127,7 +127,10 @@ def _imagenet_state(ibn: str) -> Dict[str, torch.Tensor]:
     try:
         return torch.hub.load_state_dict_from_url(url, model_dir=str(folder), map_location="cpu",
                                                   progress=False, weights_only=True)
-    except Exception as err:  # offline: URLError, socket errors, HTTP errors
+    except Exception as err:  # offline: URLError, socket errors, HTTP errors; a bad file
+        if (folder / filename).is_file():
+            raise ValueError(f"cannot load the ImageNet weights {folder / filename} ({err}): "
+                             "delete the file to download it again") from None
         raise FileNotFoundError(
             f"ImageNet weights {filename} are not in {folder} and cannot be downloaded ({err}). "
             f"Copy {url} to {folder / filename} (TORCH_HOME moves the cache), or set "
