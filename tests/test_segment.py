@@ -393,6 +393,30 @@ def test_sliding_window_equals_single_forward_when_the_window_covers_the_image()
         assert predict_full(model, wide, 33, base_size=40).shape == (33, 80)
 
 
+def test_sharded_evaluation_sums_to_the_single_process_counts(generated):
+    from snc.data.segmentation.transforms import full_image
+    from snc.eval.segmentation import evaluate_segmentation
+
+    torch.manual_seed(0)
+    model = build_fcn(19, width=4).eval()
+    ds = PairDataset(cityscapes_split(generated / "cityscapes", "val"))
+    cpu = torch.device("cpu")
+
+    def cm_of(rank, world, protocol):
+        transform = CenterCrop(33) if protocol == "center" else full_image
+        batches = SegmentationLoader(ds, transform, 3 if protocol == "center" else 1,
+                                     train=False, rank=rank, world=world)
+        return evaluate_segmentation(model, batches, protocol, normalize, cpu, crop=33)
+
+    for protocol in ("center", "sliding"):
+        whole, info = cm_of(0, 1, protocol)
+        parts = [cm_of(r, 3, protocol) for r in range(3)]
+        assert torch.equal(sum(p[0] for p in parts), whole)
+        assert sum(p[1]["images"] for p in parts) == info["images"] == len(ds)
+        pixels = SPEC.target_size[0] * SPEC.target_size[1] if protocol == "sliding" else 33 * 33
+        assert whole.sum() <= len(ds) * pixels
+
+
 # ----- the task --------------------------------------------------------------------------------
 
 def test_task_validates_options(seg_cfg):
