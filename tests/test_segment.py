@@ -429,6 +429,8 @@ def test_task_validates_options(seg_cfg):
         cls(seg_cfg('sn="on"', "position=after_conv"))
     with pytest.raises(ConfigError, match="no such file"):
         cls(seg_cfg("backbone.init=/does/not/exist.pt"))
+    with pytest.raises(ConfigError, match="no ImageNet weights"):
+        cls(seg_cfg("backbone.init=imagenet"))
     task = cls(seg_cfg('sn="on"', 'cn="on"', "crop=style", "position=post_addition",
                        "position.sn=post_residual"))
     assert task.method() == "sncn" and task.monitor == ("source/miou_center", "max")

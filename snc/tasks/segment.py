@@ -126,6 +126,10 @@ class SegmentTask(Task):
         if init not in ("imagenet", "none") and not Path(init).exists():
             raise ConfigError(f"backbone.init={init}: no such file or run directory; use "
                               "imagenet, none, an snc run directory or a .pt file")
+        width = (_get(cfg.backbone, "overrides") or {}).get("width", 64)
+        if init == "imagenet" and int(width) != 64:
+            raise ConfigError(f"backbone.overrides.width={width} has no ImageNet weights: set "
+                              "backbone.init=none (or a checkpoint of that width)")
         self.device = torch.device("cpu")
 
     # ----- identity --------------------------------------------------------------------------
@@ -292,9 +296,6 @@ class SegmentTask(Task):
         except ValueError as err:
             raise ConfigError(str(err)) from None
         init = self._init()
-        if init != "none" and int(overrides.get("width", 64)) != 64:
-            raise ConfigError(f"backbone.overrides.width={overrides['width']} has no pretrained "
-                              "weights: set backbone.init=none")
         self.init_report = init_backbone(model, init, str(self.cfg.ibn.name))
         if init != "none":
             log.info("backbone from %s: %d missing keys (units), %d unexpected (e.g. fc), "
