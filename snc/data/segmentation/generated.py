@@ -7,12 +7,13 @@ perspective with sidewalks, terrain and fences, poles carrying traffic lights an
 vehicles, persons, riders and two-wheelers on the road; a few pixels get ignored labelIds
 (ego vehicle, static). One layout distribution, two renderings:
 
-- ``source`` ("game"): each class in a flat colour near its Cityscapes palette colour, smooth
-  shading, little noise (written as ``images/NNNNN.png``, ``labels/NNNNN.png`` palette PNGs of
-  labelIds, ``split.mat``);
-- ``target`` ("real"): the same class colours through a fixed channel-mixing colour transform,
-  lower contrast, a per-image colour cast and strong texture noise (written as
-  ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` and ``gtFine/.../*_gtFine_labelIds.png``).
+- ``source`` ("game"): each class in a flat colour near its Cityscapes palette colour, a mild
+  per-image channel gain/bias, smooth shading, little noise; written as ``images/NNNNN.png``,
+  ``labels/NNNNN.png`` (palette PNGs of labelIds) and ``split.mat``;
+- ``target`` ("real"): the same class colours through a fixed per-channel gain and offset far
+  outside the source's range, lower contrast, a per-image colour cast and texture noise;
+  written as ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` and
+  ``gtFine/<split>/<city>/*_gtFine_labelIds.png``.
 
 The content (layout, shapes, context) is shared and the style (channel statistics, texture)
 shifts, which is the kind of shift CrossNorm/SelfNorm address. Everything is a function of the
@@ -39,9 +40,9 @@ for _c in CLASSES:
     _ID_COLORS[_c.label_id] = _c.color
 _ID_COLORS[EGO] = (40, 40, 40)
 _ID_COLORS[STATIC] = (110, 90, 60)
-# target colour transform: channel mixing + offset (a fixed "camera" that changes the statistics)
-_MIX = np.array([[0.25, 0.55, 0.20], [0.15, 0.35, 0.50], [0.55, 0.25, 0.20]], np.float32)
-_OFFSET = np.array([30.0, 20.0, 10.0], np.float32)
+# target "camera": per-channel gain and offset that change every channel's statistics
+_GAIN = np.array([0.55, 0.9, 1.3], np.float32)
+_OFFSET = np.array([60.0, 10.0, -20.0], np.float32)
 
 VAL_CITIES = ("frankfurt", "lindau", "munster")
 TRAIN_CITIES = ("aachen", "bochum")
@@ -59,7 +60,7 @@ class GeneratedSpec:
     source_test: int = 8
     target_train: int = 8
     target_val: int = 16
-    version: int = 1
+    version: int = 2
 
 
 def draw_layout(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -146,13 +147,14 @@ def render(label_ids: np.ndarray, rng: np.random.Generator, style: str) -> np.nd
     jitter = rng.normal(0, 12, (256, 3)).astype(np.float32)
     img = base + jitter[label_ids]
     shade = np.linspace(1.1, 0.85, h, dtype=np.float32)[:, None, None]
-    if style == "source":
-        img = img * shade + 4.0 * _smooth_noise(rng, h, w, 8) + rng.normal(0, 3, (h, w, 3))
-    elif style == "target":
-        img = img @ _MIX.T + _OFFSET
+    if style == "source":  # mild per-image channel gain/bias: the style variation within GTA5
+        gain, bias = rng.uniform(0.8, 1.2, (1, 1, 3)), rng.normal(0, 10, (1, 1, 3))
+        img = (img * gain + bias) * shade
+        img = img + 4.0 * _smooth_noise(rng, h, w, 8) + rng.normal(0, 3, (h, w, 3))
+    elif style == "target":  # a channel gain/bias outside that range, low contrast, texture
+        img = img * _GAIN + _OFFSET
         mean = img.mean(axis=(0, 1), keepdims=True)
-        img = mean + 0.7 * (img - mean)                      # lower contrast
-        img = img + rng.normal(0, 15, (1, 1, 3))             # per-image colour cast
+        img = mean + 0.7 * (img - mean) + rng.normal(0, 10, (1, 1, 3))
         img = img * shade[::-1] + 10.0 * _smooth_noise(rng, h, w, 3)
         img = img + rng.normal(0, 8, (h, w, 3))              # sensor noise / texture
     else:
