@@ -260,6 +260,7 @@ def test_fcn_parameter_counts_match_the_reference():
         sncn = build_fcn(19, sn=True, cn=True, sn_position="post_residual",
                          cn_position="post_addition", crop="style", active_num=1, prob=0.5)
         ibn = build_fcn(19, ibn="a")
+        ibn_b = build_fcn(19, ibn="b")
     assert count_parameters(plain) == 35_320_678
     assert count_parameters(plain.classifier) == 9_447_955
     assert count_parameters(plain.aux_classifier) == 2_364_691
@@ -267,7 +268,9 @@ def test_fcn_parameter_counts_match_the_reference():
     assert count_parameters(sncn) == count_parameters(sn)
     assert count_units(sncn) == {"sn": 16, "cn": 16, "se": 0}
     assert len(sncn.cn_controller) == 16 and sncn.cn_controller.active_num == 1
-    assert count_parameters(ibn) == count_parameters(plain)
+    assert count_parameters(ibn) == count_parameters(plain)  # IN and BN halves: same count
+    assert count_parameters(ibn_b) == count_parameters(plain) + 1_536  # INs after layer1/2 (256 + 512 ch)
+    assert type(ibn.backbone.layer1[0].bn1).__name__ == "IBN"
     assert len(plain.cn_controller) == 0
 
 
