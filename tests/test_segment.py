@@ -269,7 +269,8 @@ def test_fcn_parameter_counts_match_the_reference():
     assert count_units(sncn) == {"sn": 16, "cn": 16, "se": 0}
     assert len(sncn.cn_controller) == 16 and sncn.cn_controller.active_num == 1
     assert count_parameters(ibn) == count_parameters(plain)  # IN and BN halves: same count
-    assert count_parameters(ibn_b) == count_parameters(plain) + 1_536  # INs after layer1/2 (256 + 512 ch)
+    # IBN-b: affine InstanceNorms after the additions closing layer1 and layer2 (256 + 512 ch)
+    assert count_parameters(ibn_b) == count_parameters(plain) + 1_536
     assert type(ibn.backbone.layer1[0].bn1).__name__ == "IBN"
     assert len(plain.cn_controller) == 0
 
