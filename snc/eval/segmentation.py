@@ -75,13 +75,16 @@ def scores(cm: torch.Tensor) -> Dict[str, object]:
 
 
 def metric_dict(cm: torch.Tensor, domain: str, suffix: str = "",
-                class_keys: Sequence[str] = CLASS_KEYS) -> Dict[str, float]:
-    """Flat metrics ``<domain>/miou<suffix>``, ``/macc``, ``/acc``, ``/iou<suffix>/<class>``."""
+                class_keys: Sequence[str] = CLASS_KEYS, per_class: bool = True
+                ) -> Dict[str, float]:
+    """Flat metrics ``<domain>/miou<suffix>``, ``/macc``, ``/acc`` and, with ``per_class``,
+    ``/iou<suffix>/<class>``."""
     s = scores(cm)
     out = {f"{domain}/miou{suffix}": s["miou"], f"{domain}/macc{suffix}": s["macc"],
            f"{domain}/acc{suffix}": s["acc"]}
-    for key, v in zip(class_keys, s["iou"], strict=True):
-        out[f"{domain}/iou{suffix}/{key}"] = v
+    if per_class:
+        for key, v in zip(class_keys, s["iou"], strict=True):
+            out[f"{domain}/iou{suffix}/{key}"] = v
     return out
 
 
