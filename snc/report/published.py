@@ -9,8 +9,6 @@ from typing import Dict, List, Optional
 import yaml
 
 PUBLISHED = Path(__file__).with_name("published.yaml")
-COLUMN_METRICS = {"Clean": "clean/error", "mCE": "mce", "Source": "source/accuracy",
-                  "Target": "target/accuracy"}
 
 
 @lru_cache(maxsize=None)
@@ -21,8 +19,9 @@ def load_published() -> Dict:
 
 def metric_of(table: str, column: str) -> str:
     """The results.json key a cell of ``table``/``column`` compares with."""
-    metric = load_published()[table]["metric"]
-    return COLUMN_METRICS[column] if isinstance(metric, list) else metric
+    spec = load_published()[table]
+    metric = spec["metric"]  # one metric, or one per column (Table 2: clean, mCE; 3/4: domains)
+    return metric[spec["columns"].index(column)] if isinstance(metric, list) else metric
 
 
 def published_value(table: str, row: str, column: str, dataset: str) -> Optional[float]:
