@@ -1,26 +1,37 @@
 """Atomic file writes: write a temporary file beside the target, then rename it over the target,
-so readers (and a resumed run) see the old file or the new one, never a torn one."""
+so readers (and a resumed run) see the old file or the new one, never a torn one.
+
+The temporary file has a unique name (``<name>.<random>.tmp`` in the target's folder), so two
+writers never share one: each write is whole, and the last rename wins.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Callable, Iterator, Optional, Union
 
 
 @contextlib.contextmanager
-def atomic_open(path: Union[str, Path], mode: str = "wb", fsync: bool = True) -> Iterator[IO]:
-    """Opens ``<path>.tmp`` for writing; on a clean exit flushes it (and, with ``fsync``, forces
-    it to disk) and renames it over ``path``. On an exception the temporary file is removed."""
+def atomic_open(path: Union[str, Path], mode: str = "wb", fsync: bool = True,
+                verify: Optional[Callable[[Path], None]] = None) -> Iterator[IO]:
+    """Opens a unique temporary file beside ``path`` for writing; on a clean exit flushes it
+    (and, with ``fsync``, forces it to disk), calls ``verify(temporary path)`` if given (it
+    raises to refuse the file) and renames it over ``path``. On an exception the temporary file
+    is removed and ``path`` is untouched."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    tmp = Path(name)
     try:
-        with open(tmp, mode) as f:
+        with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
+        if verify is not None:
+            verify(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

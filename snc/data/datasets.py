@@ -14,7 +14,9 @@ corrupted sets. Registered (``cfg.dataset.name``):
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -22,6 +24,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import numpy as np
 
 from snc.data.augmix import AugMix
+from snc.atomic import atomic_open
+from snc.data.checksums import array_digest, folder_digest
 from snc.data.corrupted import (
     default_workers,
     generate_cifar_style,
@@ -30,8 +34,9 @@ from snc.data.corrupted import (
     load_imagenet_c,
     read_manifest,
     severity_rows,
+    sha256_file,
 )
-from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
+from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, GENERATOR_VERSION
 from snc.data.loader import ArrayLoader
 from snc.errors import ConfigError
 
@@ -138,6 +143,21 @@ class Source:
     num_classes: Optional[int]
     generated_root: Path
     description: str = ""
+    _digests: Dict[str, str] = field(default_factory=dict, repr=False)
+
+    def digest(self, split: str = "all") -> str:
+        """SHA-256 of the data actually used: ``all`` (train + test), or ``test`` alone (what a
+        corrupted copy is made from). Arrays: their bytes; folders: relative paths and sizes."""
+        if split not in self._digests:
+            parts = {"all": (self.train, self.test), "test": (self.test,)}[split]
+            if self.layout == "array":
+                self._digests[split] = array_digest(*(a for part in parts for a in part))
+            elif split == "test":
+                self._digests[split] = folder_digest(Path(self.test))
+            else:
+                self._digests[split] = array_digest(np.frombuffer("".join(
+                    folder_digest(Path(p)) for p in parts).encode(), np.uint8))
+        return self._digests[split]
 
 
 SourceBuilder = Callable[[Any, Path], Source]
@@ -200,12 +220,19 @@ def _npz(cfg, data_dir: Path) -> Source:
             f"dataset.path={path} does not exist: give an .npz with train_images, "
             "train_labels, test_images, test_labels (uint8 (N, H, W, 3) images)"
         )
-    with np.load(path, allow_pickle=False) as f:
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"dataset.path={path} is not a readable .npz ({err}); save your "
+                          "arrays with np.savez(path, train_images=..., train_labels=..., "
+                          "test_images=..., test_labels=...)") from None
+    with f:
         missing = {"train_images", "train_labels", "test_images", "test_labels"} - set(f.files)
         if missing:
-            raise ValueError(f"{path} lacks {sorted(missing)}")
-        train = (f["train_images"], f["train_labels"].astype(np.int64))
-        test = (f["test_images"], f["test_labels"].astype(np.int64))
+            raise ConfigError(f"{path} lacks {sorted(missing)}: an .npz needs train_images, "
+                              "train_labels, test_images and test_labels")
+        train = (f["train_images"], f["train_labels"])  # labels checked, then cast, later
+        test = (f["test_images"], f["test_labels"])
     root = data_dir / f"{path.stem}-C-generated-{cfg.dataset.corruption_preset}"
     return Source("array", train, test, cfg.dataset.get("num_classes"), root, f"{path} test set")
 
@@ -228,6 +255,131 @@ def load_arrays(cfg, data_dir: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray
     return (*source.train, *source.test)
 
 
+def _check_split(where: str, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """uint8 ``(N, H, W, 3)`` images, integer labels of the same length, not empty."""
+    shape = tuple(images.shape)
+    if images.ndim == 4 and shape[1] in (1, 3) and shape[-1] not in (1, 3):
+        raise ConfigError(f"{where}: {split} images are channels-first {shape}; store them "
+                          "channels-last (N, H, W, 3): np.transpose(images, (0, 2, 3, 1))")
+    if images.dtype != np.uint8 or images.ndim != 4 or shape[-1] != 3:
+        raise ConfigError(f"{where}: {split} images must be uint8 (N, H, W, 3), got "
+                          f"{images.dtype} {shape} (scale floats in [0, 1] by 255 and cast)")
+    if len(images) == 0:
+        raise ConfigError(f"{where}: the {split} split is empty")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ConfigError(f"{where}: {len(images)} {split} images but labels of shape "
+                          f"{labels.shape}; give one integer label per image")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ConfigError(f"{where}: {split} labels are {labels.dtype}; labels must be integer "
+                          "class indices 0..C-1 (cast whole-number floats with "
+                          ".astype(np.int64); nothing is truncated silently)")
+    if labels.min() < 0:
+        raise ConfigError(f"{where}: {split} labels include {int(labels.min())}; class "
+                          "indices start at 0")
+
+
+def check_source(cfg, source: Source) -> int:
+    """Checks an array source's images and labels before anything is written; returns the
+    class count (``dataset.num_classes``, or inferred when the labels are contiguous).
+
+    Raises:
+        ConfigError: naming the split, what is wrong and the fix.
+    """
+    where = f"dataset={cfg.dataset.name}" + (f" ({cfg.dataset.path})"
+                                             if cfg.dataset.get("path") else "")
+    if source.layout != "array":
+        return int(source.num_classes) if source.num_classes else 0
+    for split, (images, labels) in (("train", source.train), ("test", source.test)):
+        _check_split(where, split, images, labels)
+    labels = np.concatenate([np.asarray(source.train[1]), np.asarray(source.test[1])])
+    top = int(labels.max())
+    if source.num_classes:
+        if top >= int(source.num_classes):
+            raise ConfigError(f"{where}: label {top} but dataset.num_classes="
+                              f"{source.num_classes}; labels must lie in [0, num_classes)")
+        return int(source.num_classes)
+    present = np.unique(labels)
+    if len(present) != top + 1:
+        missing = sorted(set(range(top + 1)) - set(present.tolist()))
+        raise ConfigError(f"{where}: labels are not contiguous: {len(present)} classes occur "
+                          f"but the largest label is {top} (never seen: {missing[:10]}"
+                          f"{' ...' if len(missing) > 10 else ''}); relabel to 0..C-1 or set "
+                          "dataset.num_classes")
+    return top + 1
+
+
+VERIFIED = ".snc-verified.json"
+
+
+def verify_published(root: Path, names, dataset: str) -> Dict[str, str]:
+    """Checks a CIFAR-C-style folder before training: every file present and in the layout,
+    and its checksum equal to the published MD5 (CIFAR-10-C / CIFAR-100-C) or to the SHA-256 in
+    its manifest (a generated set). A file is hashed once; the result is remembered by size and
+    modification time in ``<root>/.snc-verified.json``. Returns ``{file: digest}`` (the set's
+    identity).
+
+    Raises:
+        ConfigError: a file whose checksum differs (truncated, zeroed or replaced), naming it
+            and the command that downloads the set again.
+    """
+    from snc.data.download import CIFAR_C_FILE_MD5, md5_file
+
+    root = Path(root)
+    for name in names:
+        load_cifar_c(root, name)  # present, readable, in the layout (names the fix otherwise)
+    manifest = read_manifest(root)
+    published = CIFAR_C_FILE_MD5.get(dataset, {}) if not manifest.get("generated") else {}
+    expected = {f: ("md5", m) for f, m in published.items()}
+    expected.update({f: ("sha256", d) for f, d in manifest.get("files", {}).items()})
+    try:
+        cache = json.loads((root / VERIFIED).read_text())
+    except (OSError, ValueError):
+        cache = {}
+    identity, changed = {}, False
+    for file in [f"{n}.npy" for n in names] + ["labels.npy"]:
+        path = root / file
+        st = path.stat()
+        key = [st.st_size, st.st_mtime_ns]
+        hit = cache.get(file)
+        if hit and hit[:2] == key:
+            identity[file] = hit[2]
+            continue
+        kind, want = expected.get(file, ("md5", None))
+        digest = md5_file(path) if kind == "md5" else sha256_file(path)
+        if want is not None and digest != want:
+            fix = (f"python scripts/download_cifar_c.py {dataset} --root {root.parent}"
+                   if published else f"delete it and generate the set again into {root}")
+            raise ConfigError(f"{path} does not match its published {kind.upper()} "
+                              f"({digest[:12]}... != {want[:12]}...): truncated or altered; "
+                              f"{fix}")
+        identity[file] = digest
+        cache[file] = key + [digest]
+        changed = True
+    if changed:
+        try:
+            with atomic_open(root / VERIFIED, "w", fsync=False) as f:
+                f.write(json.dumps(cache, indent=1, sort_keys=True))
+        except OSError:  # a read-only dataset folder: verify again next time
+            pass
+    return identity
+
+
+def folder_identity(root: Path, names) -> Dict[str, object]:
+    """ImageNet-C-style folder: every (corruption, severity) present; its manifest (generated)
+    or the class-folder count per part as the identity (a listing of 3.75 M files per launch
+    would be too slow)."""
+    for name in names:
+        for s in range(1, 6):
+            imagenet_c_dir(root, name, s)
+    manifest = read_manifest(Path(root))
+    if manifest:
+        return {"manifest": array_digest(np.frombuffer(
+            json.dumps(manifest, sort_keys=True).encode(), np.uint8))}
+    return {f"{n}/{s}": len(os.listdir(Path(root) / n / str(s))) for n in names
+            for s in range(1, 6)}
+
+
 def _corruption_list(cfg) -> Tuple[str, ...]:
     names = tuple(cfg.dataset.get("corruptions") or CORRUPTIONS)
     bad = [c for c in names if c not in ALL_CORRUPTIONS]
@@ -238,9 +390,29 @@ def _corruption_list(cfg) -> Tuple[str, ...]:
 
 
 def corrupted_root(cfg, source: Source) -> Path:
-    """Where the corrupted set of ``cfg.dataset`` is read from or generated into."""
+    """Where the corrupted set of ``cfg.dataset`` is read from or generated into.
+
+    A generated set lives in a folder named after the digest of the images it is made from, so
+    an edited dataset of the same name never reuses (or overwrites) another set; an explicit
+    ``dataset.corrupted_dir`` that holds a set made from other images (or by another generator
+    version) is left alone and a sibling ``<dir>-<digest>`` is used instead.
+    """
     d = cfg.dataset
-    return Path(d.corrupted_dir) if d.get("corrupted_dir") else source.generated_root
+    digest = source.digest("test")[:8]
+    if not d.get("corrupted_dir"):
+        root = source.generated_root
+        return root.with_name(f"{root.name}-{digest}")
+    root = Path(d.corrupted_dir)
+    made = read_manifest(root)
+    if d.get("corrupted", "none") == "generate" and made.get("generated"):
+        key = "source_sha256" if source.layout == "array" else "source_listing_sha256"
+        if (made.get(key) != source.digest("test")
+                or made.get("generator_version") != GENERATOR_VERSION):
+            other = root.with_name(f"{root.name}-{digest}")
+            log.warning("%s holds a set generated from other images or by another generator "
+                        "version; generating into %s instead (the old set is kept)", root, other)
+            return other
+    return root
 
 
 def _augmix(cfg) -> Optional[AugMix]:
@@ -284,7 +456,8 @@ class _ArrayLayout:
         images, labels = self.source.test
         generate_cifar_style(images, labels, root, corruptions=names, preset=d.corruption_preset,
                              seed=d.get("corruption_seed", 0), workers=default_workers(),
-                             progress=progress, source=self.source.description)
+                             progress=progress, source=self.source.description,
+                             source_digest=self.source.digest("test"))
 
     def corrupted_kwargs(self) -> Dict[str, Any]:
         return {"make_loader": lambda x, y: self.loader((x, y), self.cfg.eval_batch_size, False)}
@@ -352,18 +525,48 @@ class _FolderLayout:
 _LAYOUTS = {"array": _ArrayLayout, "folder": _FolderLayout}
 
 
-def build_data(cfg, device, *, progress: bool = True, rank: int = 0, world: int = 1) -> Data:
+def corrupted_mode(cfg) -> str:
+    """``published``, ``generate`` or ``none`` (also none with ``evaluate_corruptions=false``)."""
+    mode = cfg.dataset.get("corrupted", "none")
+    if mode not in CORRUPTED_MODES:
+        raise ConfigError(f"dataset.corrupted={mode!r}; choose one of "
+                          f"{', '.join(CORRUPTED_MODES)}")
+    return mode if cfg.get("evaluate_corruptions", True) else "none"
+
+
+def data_identity(cfg, source: Source) -> Dict[str, object]:
+    """What the numbers of a run depend on besides its config: the digest of the data and of
+    the corrupted set it is evaluated on. Checks the inputs (and a published corrupted set's
+    checksums) on the way, before anything is written."""
+    identity: Dict[str, object] = {"data": source.digest()}
+    mode = corrupted_mode(cfg)
+    if mode == "none":
+        return identity
+    root, names = corrupted_root(cfg, source), _corruption_list(cfg)
+    if mode == "generate":
+        identity["corrupted"] = {"generated_from": source.digest("test"),
+                                 "generator_version": GENERATOR_VERSION}
+    elif source.layout == "array":
+        identity["corrupted"] = verify_published(root, names, cfg.dataset.name)
+    else:
+        identity["corrupted"] = folder_identity(root, names)
+    return identity
+
+
+def build_data(cfg, device, *, progress: bool = True, rank: int = 0, world: int = 1,
+               source: Optional[Source] = None) -> Data:
     """Loaders for ``cfg`` on ``device`` (and the corrupted sets, generating them if asked).
 
-    ``rank``/``world``: this process's shard under ``torch.distributed``.
+    ``rank``/``world``: this process's shard under ``torch.distributed``. ``source``: the
+    already loaded and checked :class:`Source` (loaded here when None).
     """
     from snc.distributed import barrier
 
     d = cfg.dataset
-    mode = d.get("corrupted", "none")
-    if mode not in CORRUPTED_MODES:
-        raise ValueError(f"dataset.corrupted={mode!r}; choose one of {', '.join(CORRUPTED_MODES)}")
-    source = get_source(cfg, Path(cfg.paths.data_dir))
+    mode = corrupted_mode(cfg)
+    if source is None:
+        source = get_source(cfg, Path(cfg.paths.data_dir))
+        check_source(cfg, source)
     common = dict(mean=list(d.mean), std=list(d.std), device=device,
                   channels_last=cfg.channels_last, rank=rank, world=world)
     layout = _LAYOUTS[source.layout](cfg, source, common)
@@ -373,7 +576,7 @@ def build_data(cfg, device, *, progress: bool = True, rank: int = 0, world: int 
     if source.layout == "folder":
         info["num_classes_found"] = layout.num_classes()
     corrupted = None
-    if mode != "none" and cfg.get("evaluate_corruptions", True):
+    if mode != "none":
         root = corrupted_root(cfg, source)
         names = _corruption_list(cfg)
 

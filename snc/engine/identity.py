@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,18 +19,23 @@ NON_IDENTITY_KEYS = ("device", "logger", "paths", "resume", "progress", "run_nam
                      "group", "log_every", "hydra", "evaluate_corruptions", "verbose")
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """8 hex digits of the SHA-1 of the resolved config without :data:`NON_IDENTITY_KEYS`."""
+def config_hash(cfg: DictConfig, extra: Optional[Dict[str, Any]] = None) -> str:
+    """8 hex digits of the SHA-1 of the resolved config without :data:`NON_IDENTITY_KEYS`,
+    together with ``extra`` (the task's data identity and the world size)."""
     payload = OmegaConf.to_container(cfg, resolve=True)
     for key in NON_IDENTITY_KEYS:
         payload.pop(key, None)
+    if extra:
+        payload["_identity"] = extra
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def run_dir_for(cfg: DictConfig, readable: str) -> Path:
+def run_dir_for(cfg: DictConfig, readable: str, extra: Optional[Dict[str, Any]] = None
+                ) -> Path:
     """The deterministic run directory of ``cfg`` (``run_name`` fixes the folder name)."""
     experiment = cfg.get("experiment_name") or "runs"
     if cfg.get("run_name"):
         return Path(cfg.paths.output_dir) / experiment / cfg.run_name
-    return Path(cfg.paths.output_dir) / experiment / f"{readable}-seed{cfg.seed}-{config_hash(cfg)}"
+    return (Path(cfg.paths.output_dir) / experiment
+            / f"{readable}-seed{cfg.seed}-{config_hash(cfg, extra)}")

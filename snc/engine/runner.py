@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,8 +34,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from snc.config import unit_options
 from snc.distributed import DistInfo, barrier, cleanup, init_distributed
-from snc.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from snc.engine.checkpoint import (
+    load_checkpoint,
+    load_resumable,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from snc.engine.identity import run_dir_for
+from snc.engine.lock import RunLock
 from snc.engine.loop import train_steps, use_tqdm
 from snc.engine.optim import OPTIMIZERS, base_learning_rate, build_optimizer
 from snc.engine.precision import check_amp
@@ -91,8 +99,9 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     """Trains and evaluates the run described by ``cfg``; returns its results dict.
 
     Raises:
-        ConfigError: for invalid options (naming the fix), before anything is written.
+        ConfigError: for invalid options or inputs (naming the fix), before anything is written.
         FileExistsError: ``resume=false`` and the run directory already holds a run.
+        RunLocked: another process is training the same run directory.
     """
     task = validate(cfg)
     dist_cfg = cfg.get("distributed") or {}
@@ -100,30 +109,69 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     device = select_device(cfg.device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
-    run_dir = run_dir_for(cfg, task.run_name())
-    results_path = run_dir / "results.json"
-    ckpt_path = run_dir / "ckpt" / "last.pt"
-    if cfg.resume is False and (results_path.exists() or ckpt_path.exists()):
+    identity = dict(task.identity(), world_size=info.world)
+    run_dir = run_dir_for(cfg, task.run_name(), identity)
+    if cfg.resume is False and _holds_a_run(run_dir):
         raise FileExistsError(f"{run_dir} already holds a run; pass resume=auto to continue or "
                               "return it, or choose another run_name / paths.output_dir")
-    if results_path.exists():
-        log.info("%s is finished; returning its results.json", run_dir)
-        return json.loads(results_path.read_text())
+    finished = _finished(run_dir)
+    if finished is not None:
+        return finished
+    lock = RunLock(run_dir, wait=bool(cfg.get("wait_for_lock", False)))
     handler = None
-    if info.is_main:  # rank 0 alone writes the run directory, logs and checkpoints
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handler = _attach_file_log(run_dir)
-    else:
-        log.setLevel(logging.WARNING)
-    barrier()
     try:
+        if info.is_main:  # rank 0 alone writes the run directory, logs and checkpoints
+            _make_writable(run_dir)
+            lock.acquire()
+            finished = _finished(run_dir)  # a concurrent launch may have finished meanwhile
+            if finished is None:
+                handler = _attach_file_log(run_dir)
+        else:
+            log.setLevel(logging.WARNING)
+        barrier()
+        if finished is not None:
+            return finished
         return _execute(cfg, task, device, run_dir, info)
     finally:
+        lock.release()
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
         if info.enabled:
             cleanup()
+
+
+def run_dir_of(cfg: DictConfig, world: int = 1) -> Path:
+    """The run directory ``cfg`` trains in with ``world`` processes (validates and reads the
+    inputs, as a launch would; writes nothing)."""
+    task = validate(cfg)
+    return run_dir_for(cfg, task.run_name(), dict(task.identity(), world_size=world))
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in ("results.json", "ckpt/last.pt",
+                                                       "ckpt/prev.pt"))
+
+
+def _finished(run_dir: Path) -> Optional[Dict[str, Any]]:
+    """The stored results of a finished run, or None."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        return None
+    log.info("%s is finished; returning its results.json", run_dir)
+    return json.loads(path.read_text())
+
+
+def _make_writable(run_dir: Path) -> None:
+    """Creates the run directory and proves it writable before any training."""
+    try:
+        (run_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+        probe = run_dir / "ckpt" / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write the run directory {run_dir} ({err.strerror or err}); "
+                          "choose a writable paths.output_dir (or SNC_OUTPUT_DIR)") from None
 
 
 def _attach_file_log(run_dir: Path) -> logging.Handler:
@@ -236,10 +284,12 @@ class _Run:
         return getattr(self.model, "cn_controller", None)
 
     def resume(self) -> None:
-        """Loads ``ckpt/last.pt`` when there is one (every state the checkpoint holds)."""
-        if not self.ckpt_path.exists():
+        """Loads ``ckpt/last.pt`` (``prev.pt`` if that one is torn) when there is one: every
+        state the checkpoint holds. ``metrics.jsonl`` is cut back to the checkpoint's step: the
+        rows after it belong to work that is done again now."""
+        if not (self.ckpt_path.exists() or self.ckpt_path.with_name("prev.pt").exists()):
             return
-        state = load_checkpoint(self.ckpt_path, map_location=str(self.device))
+        state, path = load_resumable(self.ckpt_path.parent, map_location=str(self.device))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -253,8 +303,10 @@ class _Run:
         self.start_period, self.step = int(state["epoch"]), int(state["step"])
         self.tracker_ids = dict(state.get("tracker_ids", {}))
         self.history = dict(state.get("history", {}))
-        log.info("resumed from %s at %s %d (step %d)", self.ckpt_path,
+        log.info("resumed from %s at %s %d (step %d)", path,
                  "epoch" if self.epochs else "period", self.start_period, self.step)
+        if self.info.is_main:
+            LocalTracker(self.run_dir).truncate(self.step)
 
     def checkpoint(self, period: int) -> None:
         """Writes ``ckpt/last.pt`` (rank 0; the other ranks wait for it)."""
@@ -376,6 +428,8 @@ def _execute(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
     r.resume()
     meta = _meta(cfg, task, r.model, run_dir, device)
     trackers = _start_trackers(r, meta)
+    if r.step > 0:  # resumed: the trackers get the history the local file holds
+        trackers.replay(LocalTracker(run_dir).rows())
     status = "failed"
     try:
         train_start = time.perf_counter()

@@ -9,6 +9,7 @@ best/last bookkeeping, ``results.json`` and the summary line — belongs to :mod
 The engine calls, in this order::
 
     task = TaskClass(cfg)               # validate options; no file is written, nothing is built
+    task.identity()                     # load + check the inputs; their digests join the run hash
     task.run_name()                     # readable part of the run directory's name
     task.setup(ctx)                     # build data (self.train: the training batches) + model
     task.param_groups(model)            # optimizer groups (optional "lr_scale")
@@ -97,6 +98,13 @@ class Task:
     def run_name(self) -> str:
         """Readable part of the run directory name (the engine appends seed and a hash)."""
         raise NotImplementedError
+
+    def identity(self) -> Dict[str, Any]:
+        """What the results depend on besides the config — digests of the data actually used
+        (file digests, a published set's checksums) — checked and computed before the run
+        directory exists. Input errors raise :class:`ConfigError` here, so a bad input leaves no
+        run folder. The engine adds the world size. Default: nothing beyond the config."""
+        return {}
 
     def method(self) -> str:
         """Short method label (W&B ``job_type``): e.g. ``basic``, ``sn``, ``cn``, ``sncn``."""

@@ -16,13 +16,14 @@ The example to read before writing a task of your own. The recipe:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from snc.config import unit_options
-from snc.data.datasets import Data, build_data
+from snc.data.datasets import Data, Source, build_data, check_source, data_identity, get_source
 from snc.errors import ConfigError
 from snc.eval.robustness import clean_error, corruption_metrics, evaluate_corruptions
 from snc.models import build_model
@@ -89,6 +90,7 @@ class Classify(Task):
             jsd_weight=cfg.augmix.jsd_weight,
             augmix_joint_cn=bool(cn.augmix_joint) if cn is not None else False)
         self.data: Optional[Data] = None
+        self.source: Optional[Source] = None
         # the model's structure on the meta device (no memory, no RNG): an unknown position,
         # bad blocks or too large an active_num fail here, before any file is written
         try:
@@ -109,9 +111,14 @@ class Classify(Task):
     def method(self) -> str:
         return method_name(self.cfg)
 
+    def identity(self) -> Dict[str, Any]:
+        self.source = get_source(self.cfg, Path(self.cfg.paths.data_dir))
+        check_source(self.cfg, self.source)
+        return data_identity(self.cfg, self.source)
+
     def setup(self, ctx: RunContext) -> None:
         data = build_data(self.cfg, ctx.device, progress=ctx.progress, rank=ctx.rank,
-                          world=ctx.world)
+                          world=ctx.world, source=self.source)
         self.model = build_network(self.cfg, data.num_classes).to(ctx.device)
         if data.corrupted is not None:
             data.corrupted.prepare()

@@ -14,6 +14,9 @@ class Tracker(Protocol):
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         """Time series: per-step loss/lr, per-epoch metrics."""
 
+    def replay(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """A resumed run: the local history so far (``metrics.jsonl`` rows, with ``step``)."""
+
     def summary(self, results: Mapping[str, Any]) -> None:
         """Final results (clean error, corruption errors, mCE)."""
 
@@ -40,6 +43,10 @@ class Trackers:
     def log(self, metrics, step) -> None:
         for sink in self.sinks:
             sink.log(metrics, step)
+
+    def replay(self, rows) -> None:
+        for sink in self.sinks:
+            sink.replay(rows)
 
     def summary(self, results) -> None:
         for sink in self.sinks:

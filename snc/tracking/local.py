@@ -1,6 +1,7 @@
 """Local files: ``metrics.jsonl`` (one JSON object per log call) and ``results.json``.
 
-Always on, so nothing depends on W&B being installed or reachable.
+Always on, so nothing depends on W&B being installed or reachable: ``metrics.jsonl`` is the
+source of truth that a resumed run cuts back to its checkpoint and replays into W&B.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from snc.atomic import atomic_open
 
@@ -43,6 +44,30 @@ class LocalTracker:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps({"step": int(step), **{k: _plain(v) for k, v in metrics.items()}})
                     + "\n")
+
+    def rows(self) -> List[Dict[str, Any]]:
+        """Every logged row, in order (a torn last line of a killed run is skipped)."""
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        return rows
+
+    def truncate(self, step: int) -> None:
+        """Keeps the rows up to ``step`` (a resumed run logs the later ones again)."""
+        rows = self.rows()
+        kept = [r for r in rows if int(r.get("step", 0)) <= step]
+        if len(kept) != len(rows) or (self.metrics_path.exists() and rows and not
+                                      self.metrics_path.read_text().endswith("\n")):
+            with atomic_open(self.metrics_path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+
+    def replay(self, rows) -> None:
+        pass  # the rows came from this file
 
     def summary(self, results: Mapping[str, Any]) -> None:
         write_json(self.results_path, results)

@@ -1,7 +1,9 @@
 """Weights & Biases sink, offline by default.
 
 ``mode=offline`` writes the run under ``<run_dir>/wandb`` with no network; ``wandb sync
-<run_dir>/wandb/offline-run-*`` uploads it later. ``mode=online`` (or the ``WANDB_MODE``
+<run_dir>/wandb/offline-run-*`` uploads it later. A resumed run continues the same W&B id and
+replays the local history (:meth:`WandbTracker.replay`), so the synced curves are complete
+even when the killed part's file holds only a few bytes. ``mode=online`` (or the ``WANDB_MODE``
 environment variable, which wins) streams to the dashboard. A missing package or a failing
 ``wandb.init`` is a warning, never a crash: the local files hold everything.
 """
@@ -51,6 +53,19 @@ class WandbTracker:
         for key in ("clean/*", "train_epoch/*"):
             self.run.define_metric(key, step_metric="epoch")
         return self.run.id
+
+    def replay(self, rows) -> None:
+        """Logs the local history again into a resumed run (same id): a killed run's offline
+        file holds only what was flushed, so the complete curves come from ``metrics.jsonl``.
+        Rows before the run's current step (an online run that already has them) are skipped.
+        """
+        if self.run is None:
+            return
+        start = int(getattr(self.run, "step", 0) or 0)
+        for row in rows:
+            step = int(row.get("step", 0))
+            if step >= start:
+                self.run.log({k: v for k, v in row.items() if k != "step"}, step=step)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         if self.run is not None:

@@ -28,6 +28,9 @@ CORRUPTIONS = (
 )
 EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 ALL_CORRUPTIONS = CORRUPTIONS + EXTRA_CORRUPTIONS
+# Bumped whenever a corruption's output changes: generated sets record it, so a set made by an
+# older generator is regenerated instead of reused.
+GENERATOR_VERSION = "1"
 RANDOM_CORRUPTIONS = frozenset({
     "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur",
     "motion_blur", "snow", "frost", "fog", "spatter", "elastic_transform",
@@ -104,5 +107,5 @@ def corrupt(
 
 __all__ = [
     "ALL_CORRUPTIONS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "PRESETS", "PRESET_SIZES",
-    "RANDOM_CORRUPTIONS", "corrupt",
+    "GENERATOR_VERSION", "RANDOM_CORRUPTIONS", "corrupt",
 ]
