@@ -1,11 +1,44 @@
-"""Collect finished runs (local ``results.json`` files, or a W&B project) and pick the best of
-each grid, as the paper's appendix does (lowest mCE of the active_num x prob grid)."""
+"""Collect finished runs (local ``results.json`` files, or a W&B project) and organise them.
+
+- :func:`find_results` / :func:`wandb_results` read runs.
+- :func:`task_metrics`, :func:`primary_metric`, :func:`higher_is_better`: which numbers a task
+  reports and which way is better (errors and mCE: lower; accuracy and mIoU: higher).
+- :func:`pool_seeds` turns runs that differ only by seed into one :class:`Variant` (mean, std,
+  n: never the best of the seeds); :func:`best_variant` picks the best setting of a group, as the
+  paper's appendix does for its active_num x prob grid (lowest mCE, chosen on the test
+  corruptions).
+- :func:`group_runs` groups runs by experiment (and sweep) for the report of any set of runs.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+# The settings that tell two runs apart in a report (seed excluded: seeds are pooled). A run's
+# ``setting_hash`` (if the engine writes one: the config hash without the seed) is added too.
+SETTING_KEYS = ("dataset", "backbone", "method", "position", "crop", "cn_active_num", "cn_prob",
+                "ibn", "objective", "epochs", "max_steps", "num_train", "num_test",
+                "corrupted_set")
+# What each task reports, in table order; a metric is shown when some run of the group has it.
+TASK_METRICS = {
+    "classify": ("clean/error", "mce"),
+    "fixmatch": ("clean/error", "clean/error_best", "clean/error_last20", "mce"),
+    "segment": ("source/miou", "target/miou"),
+    "text": ("source/accuracy", "target/accuracy", "source/accuracy_last",
+             "target/accuracy_last"),
+}
+PRIMARY = {"classify": "mce", "fixmatch": "mce", "segment": "target/miou",
+           "text": "target/accuracy"}
+LABELS = {"clean/error": "clean error", "mce": "mCE", "clean/error_best": "best clean error",
+          "clean/error_last20": "clean error, last 20", "source/miou": "source mIoU",
+          "target/miou": "target mIoU", "source/accuracy": "source accuracy",
+          "target/accuracy": "target accuracy", "source/accuracy_last": "source accuracy, last",
+          "target/accuracy_last": "target accuracy, last"}
+APPENDIX_GRID = {(1, 0.25), (1, 0.5), (2, 0.25), (2, 0.5)}
 
 
 def find_results(paths: Iterable[Path]) -> List[Dict]:
@@ -35,22 +68,214 @@ def wandb_results(project: str, entity: Optional[str] = None) -> List[Dict]:
     return runs
 
 
+def higher_is_better(metric: str) -> bool:
+    """True for accuracy and (m)IoU keys, False for errors and mCE."""
+    return "accuracy" in metric or "iou" in metric
+
+
+def label(metric: str) -> str:
+    """Human name of a metric with its unit and direction, e.g. ``mCE (%) ↓``."""
+    return f"{LABELS.get(metric, metric)} (%) {'↑' if higher_is_better(metric) else '↓'}"
+
+
+def task_metrics(runs: Sequence[Dict]) -> List[str]:
+    """The metrics of these runs' task(s) that at least one run has, in table order."""
+    order: List[str] = []
+    for task in dict.fromkeys(r.get("task") or "classify" for r in runs):
+        for m in TASK_METRICS.get(task, TASK_METRICS["classify"]):
+            if m not in order:
+                order.append(m)
+    return [m for m in order if any(_number(r.get(m)) is not None for r in runs)]
+
+
+def primary_metric(runs: Sequence[Dict]) -> Optional[str]:
+    """The metric the best setting is chosen by: mCE for classification (clean error without
+    corruptions), target mIoU / accuracy for segmentation / text."""
+    present = task_metrics(runs)
+    tasks = [r.get("task") or "classify" for r in runs]
+    preferred = PRIMARY.get(max(set(tasks), key=tasks.count), "mce")
+    for m in (preferred, "mce", "clean/error", *present):
+        if m in present:
+            return m
+    return None
+
+
+def is_synthetic(run: Dict) -> bool:
+    """Trained and tested on generated data (``synthetic``, ``text_synthetic``, ...)."""
+    return "synthetic" in str(run.get("dataset") or "")
+
+
+def is_generated_c(run: Dict) -> bool:
+    """Corruption errors measured on a generated corrupted set, not the published one."""
+    return run.get("corrupted_set") == "generated"
+
+
+def marks(runs: Sequence[Dict]) -> List[str]:
+    """``[synthetic]`` / ``[generated-C]`` flags that apply to any of ``runs``."""
+    out = []
+    if any(is_synthetic(r) for r in runs):
+        out.append("[synthetic]")
+    if any(is_generated_c(r) and _number(r.get("mce")) is not None for r in runs):
+        out.append("[generated-C]")
+    return out
+
+
+def _number(x: Any) -> Optional[float]:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or math.isnan(float(x)):
+        return None
+    return float(x)
+
+
+def setting_of(run: Dict) -> Tuple[Tuple[str, Any], ...]:
+    """The run's settings without the seed (runs with equal settings are seeds of one variant)."""
+    keys = SETTING_KEYS + (("setting_hash",) if "setting_hash" in run else ())
+    return tuple((k, run.get(k)) for k in keys)
+
+
+@dataclass
+class Variant:
+    """Runs with one setting and different seeds: metrics as mean, std (n-1) and n."""
+
+    settings: Dict[str, Any]
+    runs: List[Dict] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def seeds(self) -> List[Any]:
+        return sorted(r.get("seed") for r in self.runs if r.get("seed") is not None)
+
+    def values(self, metric: str) -> List[float]:
+        return [v for v in (_number(r.get(metric)) for r in self.runs) if v is not None]
+
+    def mean(self, metric: str) -> Optional[float]:
+        vals = self.values(metric)
+        return sum(vals) / len(vals) if vals else None
+
+    def std(self, metric: str) -> Optional[float]:
+        """Sample standard deviation over seeds; None with fewer than two values."""
+        vals = self.values(metric)
+        if len(vals) < 2:
+            return None
+        mu = sum(vals) / len(vals)
+        return math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
+
+    def run_dirs(self) -> List[str]:
+        return sorted(str(r.get("run_dir")) for r in self.runs)
+
+
+def pool_seeds(runs: Sequence[Dict]) -> List[Variant]:
+    """One :class:`Variant` per distinct setting, in a stable order."""
+    by: Dict[Tuple, Variant] = {}
+    for run in runs:
+        key = setting_of(run)
+        by.setdefault(key, Variant(settings=dict(key))).runs.append(run)
+    return sorted(by.values(), key=lambda v: tuple(_sortable(x) for x in v.settings.values()))
+
+
+def _sortable(x: Any) -> Tuple[int, Any]:
+    if x is None:
+        return (0, "")
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return (1, float(x))
+    return (2, str(x))
+
+
+def best_variant(variants: Sequence[Variant], metric: str) -> Variant:
+    """The variant with the best mean ``metric`` (ties: lower mean clean error, then order)."""
+    scored = [v for v in variants if v.mean(metric) is not None]
+    if not scored:
+        raise ValueError(f"no run has {metric!r}")
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    return min(scored, key=lambda v: (sign * v.mean(metric),
+                                      v.mean("clean/error") if v.mean("clean/error") is not None
+                                      else 0.0))
+
+
+def select_best(runs: Sequence[Dict], metric: str = "mce") -> Dict:
+    """The single run with the best ``metric`` (lowest error / highest accuracy; ties: lower
+    clean error). Runs here are settings of one grid, one seed each; seeds of a setting are
+    pooled by :func:`pool_seeds` instead."""
+    scored = [r for r in runs if _number(r.get(metric)) is not None]
+    if not scored:
+        raise ValueError(f"no run has {metric!r}")
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    return min(scored, key=lambda r: (sign * r[metric], r.get("clean/error", 0.0)))
+
+
+def varying_keys(variants: Sequence[Variant]) -> List[str]:
+    """Setting keys whose values differ between variants (the columns of a group's table)."""
+    keys = [k for k in SETTING_KEYS if len({repr(v.settings.get(k)) for v in variants}) > 1]
+    if len({repr(v.settings.get("setting_hash")) for v in variants}) > 1:
+        keys.append("setting_hash")
+    return keys
+
+
+def sweep_of(runs: Sequence[Dict]) -> Optional[str]:
+    """The sweep these runs came from: the ``sweep`` key the run recorded, else recognised from
+    the settings (``appendix_grid``: exactly the {1, 2} x {0.25, 0.5} active_num x prob grid;
+    ``seeds``: one setting, several seeds)."""
+    recorded = {r.get("sweep") for r in runs} - {None}
+    if len(recorded) == 1:
+        return recorded.pop()
+    variants = pool_seeds(runs)
+    if varying_keys(variants) and set(varying_keys(variants)) <= {"cn_active_num", "cn_prob"} \
+            and {(v.settings["cn_active_num"], v.settings["cn_prob"])
+                 for v in variants} == APPENDIX_GRID:
+        return "appendix_grid"
+    if len(variants) == 1 and len(runs) > 1:
+        return "seeds"
+    return None
+
+
+@dataclass
+class Group:
+    """Runs of one experiment (and one recorded sweep)."""
+
+    experiment: str
+    sweep: Optional[str]
+    runs: List[Dict]
+    suffix: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.experiment + (f" ({self.sweep})" if self.sweep else "")
+
+    @property
+    def slug(self) -> str:
+        import re
+
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.experiment
+                      + (f"-{self.sweep}" if self.sweep else "")) + self.suffix
+
+
+def group_runs(runs: Sequence[Dict]) -> List[Group]:
+    """Groups by (experiment, recorded sweep), sorted by name; a group's sweep is the recorded
+    one or the one :func:`sweep_of` recognises."""
+    by: Dict[Tuple[str, str], List[Dict]] = {}
+    for run in runs:
+        key = (str(run.get("experiment") or "runs"), str(run.get("sweep") or ""))
+        by.setdefault(key, []).append(run)
+    groups = [Group(experiment=exp, sweep=sweep or sweep_of(members), runs=members)
+              for (exp, sweep), members in sorted(by.items())]
+    seen: Dict[str, int] = {}
+    for g in groups:  # file names of figures: one per group, never shared
+        seen[g.slug] = seen.get(g.slug, 0) + 1
+        if seen[g.slug] > 1:
+            g.suffix = f"-{seen[g.slug]}"
+    return groups
+
+
 def cell_key(cell: Dict) -> Tuple[str, str, str, str]:
     return cell["table"], cell["row"], cell["column"], cell["dataset"]
 
 
 def group_by_cell(runs: Sequence[Dict]) -> Dict[Tuple[str, str, str, str], List[Dict]]:
-    """Runs per paper cell (a run may reproduce several cells)."""
+    """Runs per paper cell they were launched for (a run may name several cells)."""
     groups: Dict[Tuple[str, str, str, str], List[Dict]] = {}
     for run in runs:
         for cell in run.get("paper_cells") or []:
             groups.setdefault(cell_key(cell), []).append(run)
     return groups
-
-
-def select_best(runs: Sequence[Dict], metric: str = "mce") -> Dict:
-    """The run with the lowest ``metric`` (ties: lower clean error), as the appendix grid."""
-    scored = [r for r in runs if r.get(metric) is not None]
-    if not scored:
-        raise ValueError(f"no run has {metric!r}")
-    return min(scored, key=lambda r: (r[metric], r.get("clean/error", 0.0)))
