@@ -24,11 +24,12 @@ from snc.report.collect import (
     find_results,
     group_runs,
     higher_is_better,
+    marks,
     pool_seeds,
     primary_metric,
     sweep_of,
 )
-from snc.report.tables import compare
+from snc.report.tables import compare, groups_markdown, summarize
 
 GOLDEN = Path(__file__).parent / "data" / "report"
 UPDATE = os.environ.get("SNC_UPDATE_GOLDEN") == "1"
@@ -238,6 +239,19 @@ def test_other_dataset_is_beside_the_cell(tmp_path):
     (entry,) = compare(runs)
     assert entry["match"] == "other dataset" and entry["diff"] is None
     assert entry["marks"] == "[synthetic] [generated-C]"
+
+
+def test_segment_runs_higher_is_better_and_generated_scenes_marked():
+    runs = [{"task": "segment", "experiment": "segment_demo", "dataset": "generated",
+             "backbone": "resnet50", "method": m, "seed": 1, "source/miou": s,
+             "target/miou": t, "paper_cells": []} for m, s, t in (("basic", 60.0, 20.0),
+                                                                   ("sncn", 58.0, 30.0))]
+    (summary,) = summarize(runs)
+    assert summary.metrics == ["source/miou", "target/miou"]
+    assert summary.primary == "target/miou" and summary.best.settings["method"] == "sncn"
+    assert marks(runs) == ["[synthetic]"]
+    md = groups_markdown([summary])
+    assert "target mIoU (%) ↑" in md and "highest target mIoU" in md
 
 
 def test_find_results_sets_run_dir(tmp_path):

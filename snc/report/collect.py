@@ -93,7 +93,7 @@ def primary_metric(runs: Sequence[Dict]) -> Optional[str]:
     corruptions), target mIoU / accuracy for segmentation / text."""
     present = task_metrics(runs)
     tasks = [r.get("task") or "classify" for r in runs]
-    preferred = PRIMARY.get(max(set(tasks), key=tasks.count), "mce")
+    preferred = PRIMARY.get(max(sorted(set(tasks)), key=tasks.count), "mce")
     for m in (preferred, "mce", "clean/error", *present):
         if m in present:
             return m
@@ -101,8 +101,12 @@ def primary_metric(runs: Sequence[Dict]) -> Optional[str]:
 
 
 def is_synthetic(run: Dict) -> bool:
-    """Trained and tested on generated data (``synthetic``, ``text_synthetic``, ...)."""
-    return "synthetic" in str(run.get("dataset") or "")
+    """Trained and tested on generated data: a ``synthetic: true`` key, or a dataset named
+    like ``synthetic``, ``text_synthetic`` or ``generated`` (the segmentation scenes)."""
+    if "synthetic" in run:
+        return bool(run["synthetic"])
+    name = str(run.get("dataset") or "")
+    return "synthetic" in name or "generated" in name
 
 
 def is_generated_c(run: Dict) -> bool:

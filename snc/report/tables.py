@@ -251,6 +251,11 @@ def _best_line(s: GroupSummary) -> str:
     value = _mean_std(s.best.mean(s.primary), s.best.std(s.primary), s.best.n, 2)
     text = (f"Best setting: {_settings_text(s.best.settings, s.varying)} — {direction} "
             f"{name} ({value}%)")
+    ties = [v for v in s.variants if v is not s.best
+            and v.mean(s.primary) == s.best.mean(s.primary)]
+    if ties:
+        text += (f", tied with {len(ties)} other setting{'s' if len(ties) > 1 else ''} "
+                 "(ties: lower clean error, then table order)")
     if any(v.n > 1 for v in s.variants):
         text += ", means over seeds compared"
     if s.group.sweep == "appendix_grid":
