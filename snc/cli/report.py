@@ -61,7 +61,8 @@ def _group_figures(s: GroupSummary, out: Path) -> List[Path]:
         written.append(heatmap(best.runs[0], out / f"heatmap_{s.group.slug}.png",
                                title=title.strip(), runs=best.runs))
     if len(s.variants) > 1 and s.metrics:
-        labels = [_short_setting(s, v.settings) for v in s.variants]
+        labels = [_short_setting(s, v.settings) + (f"\n(n={v.n} seeds)" if v.n > 1 else "")
+                  + ("\n★ best" if v is s.best else "") for v in s.variants]
         series = {label(m): ([v.mean(m) for v in s.variants], [v.std(m) for v in s.variants])
                   for m in s.metrics}
         marked = [bool(marks(v.runs)) for v in s.variants]
