@@ -57,15 +57,16 @@ class FixMatchBasicBlock(nn.Module):
         stage: 1-based stage number (for ``blocks``).
         activate_before_residual: the reference flag (stage 1); acts in the first block only.
         drop_rate: dropout before conv2 (0 in FixMatch).
+        bn_momentum: BatchNorm momentum (reference: 0.001).
     """
 
     def __init__(self, in_planes: int, out_planes: int, stride: int, units: UnitFactory,
                  stage: int, activate_before_residual: bool = False,
-                 drop_rate: float = 0.0) -> None:
+                 drop_rate: float = 0.0, bn_momentum: float = BN_MOMENTUM) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes, momentum=BN_MOMENTUM)
+        self.bn1 = nn.BatchNorm2d(in_planes, momentum=bn_momentum)
         self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_planes, momentum=BN_MOMENTUM)
+        self.bn2 = nn.BatchNorm2d(out_planes, momentum=bn_momentum)
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
         self.drop_rate = drop_rate
         # the reference compares widths only (stride 2 always comes with a width change)
@@ -108,6 +109,9 @@ class WideResNetFM(Backbone):
         num_classes: classifier outputs.
         units: which sites get CNSN units.
         drop_rate: dropout inside blocks (0 in FixMatch).
+        bn_momentum: BatchNorm momentum, PyTorch convention (reference: 0.001, i.e. running
+            statistics averaged over ~1,000 steps: a run of a few hundred steps needs more,
+            e.g. 0.1, or its eval-mode BatchNorm still uses the initial statistics).
     """
 
     positions = POSITIONS
@@ -115,7 +119,8 @@ class WideResNetFM(Backbone):
     num_stages = 3
 
     def __init__(self, depth: int = 28, widen_factor: int = 2, num_classes: int = 10,
-                 units: Optional[UnitFactory] = None, drop_rate: float = 0.0) -> None:
+                 units: Optional[UnitFactory] = None, drop_rate: float = 0.0,
+                 bn_momentum: float = BN_MOMENTUM) -> None:
         super().__init__(units)
         if (depth - 4) % 6 != 0:
             raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
@@ -128,10 +133,11 @@ class WideResNetFM(Backbone):
             stages.append(nn.Sequential(*[
                 FixMatchBasicBlock(widths[stage - 1] if i == 0 else widths[stage],
                                    widths[stage], stride if i == 0 else 1, units, stage,
-                                   activate_before_residual=stage == 1, drop_rate=drop_rate)
+                                   activate_before_residual=stage == 1, drop_rate=drop_rate,
+                                   bn_momentum=bn_momentum)
                 for i in range(n)]))
         self.block1, self.block2, self.block3 = stages
-        self.bn1 = nn.BatchNorm2d(widths[3], momentum=BN_MOMENTUM)
+        self.bn1 = nn.BatchNorm2d(widths[3], momentum=bn_momentum)
         self.fc = nn.Linear(widths[3], num_classes)
         # the reference's init loop; SN/SE units keep their own init (they are not in FixMatch)
         in_units = {id(m) for unit in self.modules() if isinstance(unit, CNSN)
