@@ -21,6 +21,7 @@ index tensors are moved to the device, so no host-device synchronisation is need
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Tuple
 
@@ -62,7 +63,7 @@ def weak_augment(x: torch.Tensor, generator: torch.Generator, padding: int = 4) 
     Equals ``RandomHorizontalFlip()`` then ``RandomCrop(H, padding, padding_mode="reflect")``:
     the crop's top-left corner is uniform in ``[0, 2 * padding]`` per axis.
     """
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
     dev = x.device
     flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
     oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(dev)
@@ -72,9 +73,8 @@ def weak_augment(x: torch.Tensor, generator: torch.Generator, padding: int = 4) 
     cols = _reflect_index(ox[:, None] - padding + torch.arange(w, device=dev), w)
     cols = torch.where(flip[:, None], w - 1 - cols, cols)
     rows = _reflect_index(oy[:, None] - padding + torch.arange(h, device=dev), h)
-    batch = torch.arange(b, device=dev)[:, None, None]
-    # x[b, :, rows[b, i], cols[b, j]] -> (B, H, W, C) -> (B, C, H, W)
-    return x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    flat = (rows[:, :, None] * w + cols[:, None, :]).view(b, 1, h * w).expand(-1, c, -1)
+    return x.reshape(b, c, h * w).gather(2, flat).view(b, c, h, w)
 
 
 # ----- per-op kernels (uint8 (n, 3, H, W) in, uint8 out; per-image parameters) --------------
@@ -165,6 +165,17 @@ def _affine_nearest(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return torch.where(inside[:, None], out, torch.zeros_like(out))
 
 
+@functools.lru_cache(maxsize=1)
+def _rotation_table() -> torch.Tensor:
+    """``(360, 2)`` float64 ``(cos, sin)`` of ``-radians(angle % 360)`` for integer angles, each
+    rounded to 15 digits as ``Image.rotate`` does (Python's correctly rounded ``round``)."""
+    rows = []
+    for deg in range(360):
+        a = -math.radians(deg % 360.0)
+        rows.append((round(math.cos(a), 15), round(math.sin(a), 15)))
+    return torch.tensor(rows, dtype=torch.float64)
+
+
 def _geometric_matrix(op: str, value: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """The PIL inverse-map matrices of the reference geometric ops; ``value`` signed."""
     h, w = size
@@ -181,13 +192,11 @@ def _geometric_matrix(op: str, value: torch.Tensor, size: Tuple[int, int]) -> to
         m[:, 0, 2] = value
     elif op == "translate_y":
         m[:, 1, 2] = value
-    elif op == "rotate":  # Image.rotate(angle): PIL rounds cos/sin to 15 digits
-        for i, deg in enumerate(value.tolist()):
-            a = -math.radians(deg % 360.0)
-            cos, sin = round(math.cos(a), 15), round(math.sin(a), 15)
-            cx, cy = w / 2.0, h / 2.0
-            m[i, 0] = torch.tensor([cos, sin, cos * -cx + sin * -cy + cx], dtype=torch.float64)
-            m[i, 1] = torch.tensor([-sin, cos, -sin * -cx + cos * -cy + cy], dtype=torch.float64)
+    elif op == "rotate":  # Image.rotate(angle) about the centre; integer degrees
+        cx, cy = w / 2.0, h / 2.0
+        cos, sin = _rotation_table()[(value.round().long() % 360)].unbind(1)
+        m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = cos, sin, cos * -cx + sin * -cy + cx
+        m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = -sin, cos, -sin * -cx + cos * -cy + cy
     else:
         raise ValueError(op)
     return m
