@@ -89,7 +89,7 @@ def test_cutout_equals_the_reference_with_the_same_centres():
     cx = (torch.rand(len(x), generator=g, dtype=torch.float64) * 32).tolist()
     cy = (torch.rand(len(x), generator=g, dtype=torch.float64) * 32).tolist()
     ref = np.stack([np.asarray(pil_cutout(Image.fromarray(im), a, b, 16))
-                    for im, a, b in zip(x, cx, cy)])
+                    for im, a, b in zip(x, cx, cy, strict=True)])
     np.testing.assert_array_equal(out, ref)
     edges = [pil_cutout(Image.fromarray(x[0]), c, c, 16) for c in (0.0, 31.99)]
     grey = [int((np.asarray(e) == 127).all(-1).sum()) for e in edges]
@@ -164,8 +164,8 @@ def test_stream_resumes_mid_stream_across_permutation_boundaries():
     expected = [next(s) for _ in range(5)]  # 5 x 12 unlabeled > 30: crosses two passes
     fresh = _stream(seed=99)
     fresh.load_state_dict(state)
-    for a, b in zip(expected, [next(fresh) for _ in range(5)]):
-        for ta, tb in zip(a, b):
+    for a, b in zip(expected, [next(fresh) for _ in range(5)], strict=True):
+        for ta, tb in zip(a, b, strict=True):
             assert torch.equal(ta, tb)
     other = FixMatchStream(*make_synthetic(30, 1, 32, 10)[:2], np.arange(10), batch_size=4)
     with pytest.raises(ValueError, match="different labeled subset"):
@@ -247,7 +247,8 @@ def test_wrn_fm_computes_what_the_reference_computes():
     ours.train()
     ref.train()
     torch.testing.assert_close(ours(x), ref(x))
-    for (ka, a), (kb, b) in zip(ours.state_dict().items(), ref.state_dict().items()):
+    for (ka, a), (kb, b) in zip(ours.state_dict().items(), ref.state_dict().items(),
+                                strict=True):
         torch.testing.assert_close(a, b, msg=f"{ka} vs {kb}")  # running stats too
     ours.eval()
     ref.eval()
@@ -344,11 +345,13 @@ def test_task_trains_the_ema_follows_and_the_state_round_trips(make_cfg, tmp_pat
         live = dict(model.named_parameters())
         for n, p in ema.module.named_parameters():  # ema = 0.999 ema + 0.001 live
             torch.testing.assert_close(p, 0.999 * before[n] + 0.001 * live[n].detach())
-        for (_, b), (_, lb) in zip(ema.module.named_buffers(), model.named_buffers()):
+        for (_, b), (_, lb) in zip(ema.module.named_buffers(), model.named_buffers(),
+                                  strict=True):
             assert torch.equal(b, lb)  # buffers are copied
     assert losses[-1] < 0.7 * losses[0]
     w = "block1.0.conv1.weight"
-    assert not torch.equal(dict(ema.module.named_parameters())[w], dict(model.named_parameters())[w])
+    assert not torch.equal(dict(ema.module.named_parameters())[w],
+                           dict(model.named_parameters())[w])
     m1 = task.evaluate(model)
     m2 = task.evaluate(model)
     assert set(m1) == {"clean/error", "clean/error_best", "clean/error_last20"}
@@ -357,7 +360,8 @@ def test_task_trains_the_ema_follows_and_the_state_round_trips(make_cfg, tmp_pat
     fresh = _setup(cfg, tmp_path / "run2", seed=1)
     fresh.load_state_dict(state)
     assert fresh.history == task.history
-    for a, b in zip(fresh.ema.state_dict().values(), task.ema.state_dict().values()):
+    for a, b in zip(fresh.ema.state_dict().values(), task.ema.state_dict().values(),
+                    strict=True):
         assert torch.equal(a, b)
     assert fresh.evaluate(fresh.model)["clean/error"] == m1["clean/error"]
     other = _setup(make_cfg("cn=on", "task.label_seed=5"), tmp_path / "run3")
@@ -427,3 +431,56 @@ def test_fig4_presets_cover_the_grid_and_build():
         seen.add((cfg.task.strong, cfg.task.labels,
                   cfg.task.cn_apply_to if cfg.cn.name == "on" else "none"))
     assert len(seen) == 12
+
+
+def _checkpoint(task, opt, sched):
+    return {"model": task.model.state_dict(), "opt": opt.state_dict(),
+            "sched": sched.state_dict(), "task": task.state_dict(),
+            "train": task.train.state_dict(), "cn": task.model.cn_controller.state_dict()}
+
+
+def _run(task, steps, state=None, start=1, total=6):
+    opt = torch.optim.SGD(task.param_groups(task.model), lr=0.03, momentum=0.9, nesterov=True,
+                          weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: fixmatch_lr_factor(t, total))
+    if state is not None:
+        task.model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        task.load_state_dict(state["task"])
+        task.train.load_state_dict(state["train"])
+        task.model.cn_controller.load_state_dict(state["cn"])
+    task.model.train()
+    for step in range(start, start + steps):
+        loss, _ = task.training_step(task.model, next(task.train))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        task.after_step(task.model, step)
+        if step % 2 == 0:
+            task.evaluate(task.model)
+    return _checkpoint(task, opt, sched)
+
+
+def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(make_cfg, tmp_path):
+    cfg = make_cfg("cn=on", "cn.prob=0.5", "task.cn_apply_to=unlabeled", "task.threshold=0.3")
+    whole = _run(_setup(cfg, tmp_path / "a"), 6)
+    half = _run(_setup(cfg, tmp_path / "b"), 3)
+    resumed = _run(_setup(cfg, tmp_path / "c", seed=0), 3, state=half, start=4)
+    for a, b in zip(whole["task"]["ema"].values(), resumed["task"]["ema"].values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(whole["task"]["history"], resumed["task"]["history"])
+    assert len(whole["task"]["history"]) == 3
+
+
+def test_two_runs_with_one_seed_give_one_result(make_cfg, tmp_path):
+    cfg = make_cfg("cn=on", "task.labels=10")
+    _, first = train_minimal(cfg, tmp_path / "a", max_steps=3, eval_every_steps=3)
+    task, second = train_minimal(cfg, tmp_path / "b", max_steps=3, eval_every_steps=3)
+    assert first == second
+    ema = ModelEMA(task.model, decay=0.0)  # decay 0: the average is the live model
+    ema.update(task.model)
+    for a, b in zip(ema.state_dict().values(), task.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

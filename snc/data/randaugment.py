@@ -28,7 +28,6 @@ from typing import Tuple
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-
 # (name, max_v, bias) in the reference's order; value = v * max_v / 10 (+ bias)
 POOL: Tuple[Tuple[str, float, float], ...] = (
     ("autocontrast", 0, 0),
