@@ -272,10 +272,12 @@ def test_wrn_fm_computes_what_the_reference_computes():
     ("task.ema_decay=1.0", r"must be in \[0, 1\)"),
     ("+task.lables=250", "unknown task.lables"),
     ("dataset.name=imagenet", "dataset=cifar10, cifar100, synthetic or npz"),
+    ("cn=on cn.active_num=4 position.blocks=[1]", "cn.active_num=4 but the model has 1 "),
+    ("cn=on position=after_conv", "unknown position 'after_conv' for backbone wrn28_2_fm"),
 ])
 def test_bad_options_fail_at_construction_naming_the_fix(make_cfg, override, match):
     with pytest.raises(ConfigError, match=match):
-        FixMatchTask(make_cfg(override))
+        FixMatchTask(make_cfg(*override.split()))
 
 
 # ----- CrossNorm restricted to rows ----------------------------------------------------------

@@ -271,6 +271,10 @@ class FixMatchTask(Task):
         super().__init__(cfg)
         self.opts = FixMatchOptions.from_cfg(cfg)
         self.sn_opts, self.cn_opts, self.placement = unit_options(cfg)
+        # backbone, position, blocks and cn.active_num are checked on a structure-only build
+        # (meta device: no memory, no init cost), so they too fail before anything is built
+        with torch.device("meta"):
+            self.build_network(int(cfg.dataset.get("num_classes") or 10), 0)
         self.history: List[float] = []
         self.ema: Optional[ModelEMA] = None
         self.labeled_indices: Optional[np.ndarray] = None
