@@ -34,23 +34,23 @@ from snc.tasks.fixmatch import (
     ModelEMA,
     RowCrossNorm,
     fixmatch_lr_factor,
-    train_minimal,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configs")
 TINY = ["task=fixmatch", "dataset=synthetic", "backbone=wrn28_2_fm", "device=cpu",
-        "logger=none", "+backbone.overrides.depth=10", "+backbone.overrides.widen_factor=1",
+        "logger=none", "progress=false", "+backbone.overrides.depth=10",
+        "+backbone.overrides.widen_factor=1",
         "dataset.num_train=120", "dataset.num_test=40", "task.labels=20", "batch_size=8",
         "task.mu=2", "eval_batch_size=40", "dataset.corrupted=none"]
 
 
 @pytest.fixture
 def make_cfg(tmp_path):
-    def make(*overrides):
+    def make(*overrides, out="out"):
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             return compose("train", overrides=[f"paths.data_dir={tmp_path / 'data'}",
-                                               f"paths.output_dir={tmp_path / 'out'}",
+                                               f"paths.output_dir={tmp_path / out}",
                                                *TINY, *overrides])
     return make
 
@@ -391,14 +391,20 @@ def test_unlabeled_loss_is_divided_by_all_unlabeled_images(make_cfg, tmp_path):
     assert float(logs["mask"]) == pytest.approx(float(mask.mean()))
 
 
-def test_final_evaluation_on_a_generated_corrupted_set(make_cfg, tmp_path):
+def test_the_engine_runs_the_task_and_evaluates_a_generated_corrupted_set(make_cfg, tmp_path):
+    from snc.engine import run
+
     cfg = make_cfg("dataset.corrupted=generate", "dataset.corruptions=[contrast]",
-                   "task.labels=10", "task.strong=weak")
-    task, results = train_minimal(cfg, tmp_path / "run", max_steps=4, eval_every_steps=2)
+                   "task.labels=10", "task.strong=weak", "max_steps=4", "eval_every_steps=2")
+    results = run(cfg)
     assert results["num_evaluations"] == 2 and results["corrupted_set"] == "generated"
     for s in range(1, 6):
         assert 0 <= results[f"corruption/contrast/s{s}/error"] <= 100
-    assert "clean error" in task.summary(results)
+    assert results["task"] == "fixmatch" and results["num_labeled"] == 10
+    run_dir = Path(results["run_dir"])
+    assert json.loads((run_dir / "results.json").read_text())["clean/error"] == \
+        results["clean/error"]
+    assert json.loads((run_dir / "labeled_indices.json").read_text())["num_labeled"] == 10
 
 
 def test_schedule_and_engine_keys():
@@ -477,12 +483,42 @@ def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(make_cfg, 
     assert len(whole["task"]["history"]) == 3
 
 
-def test_two_runs_with_one_seed_give_one_result(make_cfg, tmp_path):
-    cfg = make_cfg("cn=on", "task.labels=10")
-    _, first = train_minimal(cfg, tmp_path / "a", max_steps=3, eval_every_steps=3)
-    task, second = train_minimal(cfg, tmp_path / "b", max_steps=3, eval_every_steps=3)
-    assert first == second
+def test_two_runs_with_one_seed_give_one_result(make_cfg):
+    from snc.engine import run
+
+    extra = ("cn=on", "task.labels=10", "max_steps=3", "eval_every_steps=3")
+    first, second = run(make_cfg(*extra, out="a")), run(make_cfg(*extra, out="b"))
+    drop = ("run_dir", "time/train_seconds", "time/eval_seconds", "corrupted_dir")
+    assert {k: v for k, v in first.items() if k not in drop} == \
+        {k: v for k, v in second.items() if k not in drop}
+    task = FixMatchTask(make_cfg())
+    task.setup(RunContext(device=torch.device("cpu"), run_dir=Path(first["run_dir"]), seed=0))
     ema = ModelEMA(task.model, decay=0.0)  # decay 0: the average is the live model
     ema.update(task.model)
     for a, b in zip(ema.state_dict().values(), task.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_an_interrupted_engine_run_resumes_to_the_uninterrupted_result(make_cfg, monkeypatch):
+    from snc.engine import run
+
+    extra = ("cn=on", "task.cn_apply_to=unlabeled", "task.threshold=0.3", "max_steps=6",
+             "eval_every_steps=2")
+    whole = run(make_cfg(*extra, out="whole"))
+    evaluate = FixMatchTask.evaluate
+    calls = []
+
+    def preempted(self, model):  # dies in the second periodic evaluation, after 4 steps
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("preempted")
+        return evaluate(self, model)
+
+    monkeypatch.setattr(FixMatchTask, "evaluate", preempted)
+    with pytest.raises(RuntimeError, match="preempted"):
+        run(make_cfg(*extra, out="cut"))
+    monkeypatch.setattr(FixMatchTask, "evaluate", evaluate)
+    resumed = run(make_cfg(*extra, out="cut"))
+    keys = ["clean/error", "clean/error_best", "clean/error_last20", "num_evaluations"]
+    assert [resumed[k] for k in keys] == [whole[k] for k in keys]
+    assert whole["num_evaluations"] == 3

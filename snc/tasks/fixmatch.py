@@ -70,7 +70,6 @@ from snc.eval.robustness import (
 )
 from snc.models import build_model
 from snc.ops import CNSN, CrossNorm, CrossNormController, find_cross_norm_units
-from snc.ops.options import SelfNormOptions, SqueezeExcitationOptions
 from snc.tasks.base import Logs, RunContext, Task, register_task
 
 log = logging.getLogger("snc")
@@ -177,9 +176,7 @@ class RowCrossNorm(CrossNorm):
 
     @classmethod
     def from_unit(cls, unit: CrossNorm) -> "RowCrossNorm":
-        new = cls(mode=unit.mode, crop=unit.crop, beta=unit.beta, threshold=unit.threshold,
-                  self_pairing=unit.self_pairing, channel_shuffle=unit.channel_shuffle,
-                  eps=unit.eps)
+        new = cls(unit.options, eps=unit.eps)
         new.train(unit.training)
         return new
 
@@ -275,7 +272,9 @@ class FixMatchTask(Task):
         # (meta device: no memory, no init cost), so they too fail before anything is built
         with torch.device("meta"):
             self.build_network(int(cfg.dataset.get("num_classes") or 10), 0)
-        self.history: List[float] = []
+        self.history: List[float] = []  # periodic EMA clean errors (%)
+        self.history_steps: List[int] = []  # the step of each
+        self.step = 0
         self.ema: Optional[ModelEMA] = None
         self.labeled_indices: Optional[np.ndarray] = None
         self.test = None
@@ -298,28 +297,14 @@ class FixMatchTask(Task):
     # ----- building --------------------------------------------------------------------------
     def build_network(self, num_classes: int, seed: int) -> nn.Module:
         """The backbone with the configured SN/CN units (CN row-restricted where asked)."""
-        cfg, sn, cn, place = self.cfg, self.sn_opts, self.cn_opts, self.placement
-        overrides = cfg.backbone.get("overrides") or {}
         from omegaconf import OmegaConf
 
+        overrides = self.cfg.backbone.get("overrides")
         overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
-        blocks = place.blocks if isinstance(place.blocks, str) else list(place.blocks)
-        kw: Dict[str, Any] = {}
-        if cn is not None:
-            kw.update(order=cn.order, mode=cn.mode, crop=cn.crop, beta=cn.beta,
-                      threshold=cn.threshold, self_pairing=cn.self_pairing,
-                      channel_shuffle=cn.channel_shuffle, active_num=cn.active_num,
-                      prob=cn.prob)
-        if isinstance(sn, SelfNormOptions):
-            kw["gates"] = sn.gates
-        if isinstance(sn, SqueezeExcitationOptions):
-            kw["se_reduction"] = sn.reduction
+        cn = self.cn_opts
         try:
-            model = build_model(
-                cfg.backbone.name, num_classes, sn=isinstance(sn, SelfNormOptions),
-                se=isinstance(sn, SqueezeExcitationOptions), cn=cn is not None,
-                position=place.name, sn_position=place.sn, cn_position=place.cn,
-                blocks=blocks, seed=seed, **kw, **overrides)
+            model = build_model(self.cfg.backbone.name, num_classes, sn=self.sn_opts, cn=cn,
+                                placement=self.placement, seed=seed, **overrides)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         if cn is not None and self.opts.cn_apply_to != "all":
@@ -327,20 +312,29 @@ class FixMatchTask(Task):
         return model
 
     def setup(self, ctx: RunContext) -> None:
-        from snc.data.datasets import load_arrays
+        from snc.data.datasets import get_source
         from snc.data.loader import ArrayLoader
 
         cfg, o = self.cfg, self.opts
         d = cfg.dataset
-        xtr, ytr, xte, yte = load_arrays(cfg, Path(cfg.paths.data_dir))
+        source = get_source(cfg, Path(cfg.paths.data_dir))
+        if source.layout != "array":
+            raise ConfigError(f"task=fixmatch needs an array dataset; dataset={d.name} is "
+                              f"{source.layout}-based")
+        (xtr, ytr), (xte, yte) = source.train, source.test
         ytr, yte = np.asarray(ytr, dtype=np.int64), np.asarray(yte, dtype=np.int64)
-        num_classes = int(d.get("num_classes") or int(max(ytr.max(), yte.max())) + 1)
+        num_classes = int(source.num_classes or int(max(ytr.max(), yte.max())) + 1)
         self.num_classes = num_classes
         self.labeled_indices = labeled_split(ytr, o.labels, num_classes, o.label_seed)
         if ctx.is_main:
             ctx.run_dir.mkdir(parents=True, exist_ok=True)
             save_split(ctx.run_dir / "labeled_indices.json", self.labeled_indices, ytr,
                        seed=o.label_seed, num_classes=num_classes)
+        # the network first, right after the engine's seeding: its init does not depend on
+        # what the data preparation (e.g. generating a corrupted set) draws or does
+        self.model = self.build_network(num_classes, ctx.seed).to(ctx.device)
+        replica = self.build_network(num_classes, ctx.seed).to(ctx.device)
+        self.ema = ModelEMA(self.model, o.ema_decay, replica)
         mean, std = list(d.mean), list(d.std)
         self.train = FixMatchStream(xtr, ytr, self.labeled_indices, batch_size=int(cfg.batch_size),
                                     mu=o.mu, mean=mean, std=std, strong=o.strong,
@@ -348,18 +342,16 @@ class FixMatchTask(Task):
                                     rank=ctx.rank, world=ctx.world)
         common = dict(mean=mean, std=std, device=ctx.device, rank=ctx.rank, world=ctx.world)
         self.test = ArrayLoader(xte, yte, batch_size=int(cfg.eval_batch_size), **common)
-        self.corrupted = self._corrupted_sets(xte, yte, common, ctx)
-        if self.corrupted is not None:
-            self.corrupted.prepare()
-        self.model = self.build_network(num_classes, ctx.seed).to(ctx.device)
-        replica = self.build_network(num_classes, ctx.seed).to(ctx.device)
-        self.ema = ModelEMA(self.model, o.ema_decay, replica)
         self.info.update(dataset=d.name, num_train=len(xtr), num_test=len(xte),
                          num_labeled=len(self.labeled_indices), label_seed=o.label_seed,
                          labeled_sha256=indices_digest(self.labeled_indices),
                          strong=o.strong, cn_apply_to=o.cn_apply_to, eval_model="ema")
+        self.corrupted = self._corrupted_sets(source, common, ctx)
+        if self.corrupted is not None:
+            self.corrupted.prepare()
+            self.info["corrupted_set"] = "generated" if self.corrupted.generated else "published"
 
-    def _corrupted_sets(self, xte, yte, common, ctx: RunContext):
+    def _corrupted_sets(self, source, common, ctx: RunContext):
         """The corrupted test sets as ``snc.data.datasets.build_data`` makes them, or None."""
         from snc.data.corrupted import default_workers, generate_cifar_style
         from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
@@ -374,12 +366,13 @@ class FixMatchTask(Task):
                               f"{', '.join(CORRUPTED_MODES)}")
         if mode == "none" or not cfg.get("evaluate_corruptions", True):
             return None
-        root = corrupted_root(cfg, Path(cfg.paths.data_dir))
+        root = corrupted_root(cfg, source)
         names = tuple(d.get("corruptions") or CORRUPTIONS)
         unknown = [c for c in names if c not in ALL_CORRUPTIONS]
         if unknown:
             raise ConfigError(f"dataset.corruptions has unknown names {unknown}; choose from "
                               f"{', '.join(ALL_CORRUPTIONS)}")
+        xte, yte = source.test
 
         def generate() -> None:
             from snc.distributed import barrier
@@ -388,7 +381,7 @@ class FixMatchTask(Task):
                 generate_cifar_style(xte, yte, root, corruptions=names,
                                      preset=d.corruption_preset,
                                      seed=d.get("corruption_seed", 0), workers=default_workers(),
-                                     progress=ctx.progress, source=f"{d.name} test set")
+                                     progress=ctx.progress, source=source.description)
             barrier()
 
         eval_bs = int(cfg.eval_batch_size)
@@ -444,6 +437,7 @@ class FixMatchTask(Task):
 
     def after_step(self, model: nn.Module, step: int) -> None:
         self.ema.update(getattr(model, "module", model))
+        self.step = step
 
     # ----- evaluation ------------------------------------------------------------------------
     def _clean_error(self) -> float:
@@ -462,24 +456,27 @@ class FixMatchTask(Task):
         also the best and the mean of the last ``task.last_evals`` evaluations."""
         error = self._clean_error()
         self.history.append(error)
+        self.history_steps.append(self.step)
         return {"clean/error": error, **self._history_metrics()}
 
     def final_evaluate(self, model: nn.Module, best_state: Optional[Mapping[str, Any]]
                        ) -> Dict[str, Any]:
         """The final EMA model: clean error, best / last-20 of the periodic history, and the
-        corrupted sets (``mce`` over the 15 x 5 CIFAR-C errors)."""
+        corrupted sets (``mce`` over the 15 x 5 CIFAR-C errors). The final evaluation joins the
+        history unless one was made at this step already (the engine skips the periodic
+        evaluation of the last period when the task has no ``monitor``)."""
         amp = self.cfg.get("amp", "none")
         error = self._clean_error()
-        if not self.history:
+        if not self.history_steps or self.history_steps[-1] != self.step:
             self.history.append(error)
+            self.history_steps.append(self.step)
         results: Dict[str, Any] = {"clean/error": error, **self._history_metrics(),
                                    "num_evaluations": len(self.history)}
         if self.corrupted is not None:
             errors = evaluate_corruptions(self.ema.module, self.corrupted, amp,
                                           expected=self.corrupted.expected)
             results.update(corruption_metrics(errors, self.cfg.dataset.get("protocol", "cifar")))
-            results["corrupted_set"] = "generated" if self.corrupted.generated else "published"
-        results.update(self.info)
+            results["corrupted_set"] = self.info["corrupted_set"]
         return results
 
     def summary(self, results: Mapping[str, Any]) -> str:
@@ -495,6 +492,8 @@ class FixMatchTask(Task):
     def state_dict(self) -> Dict[str, Any]:
         return {"ema": self.ema.state_dict() if self.ema is not None else None,
                 "history": torch.tensor(self.history, dtype=torch.float64),
+                "history_steps": torch.tensor(self.history_steps, dtype=torch.long),
+                "step": self.step,
                 "labeled_sha256": (indices_digest(self.labeled_indices)
                                    if self.labeled_indices is not None else "")}
 
@@ -506,56 +505,24 @@ class FixMatchTask(Task):
         if state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.history = [float(v) for v in state["history"]]
+        self.history_steps = [int(v) for v in state["history_steps"]]
+        self.step = int(state["step"])
 
 
-# ----- a stand-in driver until snc.engine lands ----------------------------------------------
+if __name__ == "__main__":
+    # ``python -m snc.tasks.fixmatch experiment=fixmatch_demo``: train.py with this task and its
+    # backbone registered, until snc/tasks/__init__.py and snc/models/cifar/__init__.py import
+    # them (then ``python train.py experiment=fixmatch_demo`` is the command)
+    import hydra
 
-def train_minimal(cfg, run_dir: Path, device: str = "cpu", max_steps: Optional[int] = None,
-                  eval_every_steps: Optional[int] = None) -> Tuple[FixMatchTask, Dict[str, Any]]:
-    """Runs the task with a plain loop (SGD with the task's groups, the FixMatch cosine, EMA,
-    periodic evaluation) and returns ``(task, results)``. Only for tests and the demo until
-    the engine drives tasks; it writes ``labeled_indices.json`` and nothing else."""
-    torch.manual_seed(int(cfg.seed))
-    task = FixMatchTask(cfg)
-    task.setup(RunContext(device=torch.device(device), run_dir=Path(run_dir), seed=int(cfg.seed)))
-    o = cfg.optimizer
-    opt = torch.optim.SGD(task.param_groups(task.model), lr=float(o.lr),
-                          momentum=float(o.momentum), nesterov=bool(o.nesterov),
-                          weight_decay=float(o.weight_decay))
-    total = int(max_steps or cfg.max_steps)
-    every = int(eval_every_steps or cfg.eval_every_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: fixmatch_lr_factor(t, total))
-    stream = iter(task.train)
-    task.model.train()
-    for step in range(1, total + 1):
-        loss, logs = task.training_step(task.model, next(stream))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        task.after_step(task.model, step)
-        if step % every == 0 or step == total:
-            metrics = task.evaluate(task.model)
-            log.info("step %d loss %.4f mask %.3f | EMA clean error %.2f%%", step, loss.item(),
-                     float(logs["mask"]), metrics["clean/error"])
-    results = task.final_evaluate(task.model, None)
-    log.info("%s", task.summary(results))
-    return task, results
+    import snc.config  # noqa: F401  (registers the config schemas)
+    import snc.models.cifar.wideresnet_fm  # noqa: F401
+    from snc.engine import run
 
+    @hydra.main(version_base="1.3", config_name="train",
+                config_path=str(Path(__file__).resolve().parents[2] / "configs"))
+    def main(cfg) -> float:
+        results = run(cfg)
+        return results.get("mce", results["clean/error"])
 
-if __name__ == "__main__":  # python -m snc.tasks.fixmatch experiment=fixmatch_demo [k=v ...]
-    import sys
-
-    from hydra import compose, initialize_config_dir
-
-    import snc.config  # noqa: F401  (registers the schemas)
-    import snc.models.cifar.wideresnet_fm  # noqa: F401  (until snc/models/cifar/__init__ does)
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config_dir = str(Path(__file__).resolve().parents[2] / "configs")
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        composed = compose("train", overrides=sys.argv[1:])
-    out = Path(composed.paths.output_dir) / (composed.get("experiment_name") or "fixmatch")
-    dev = "cuda" if composed.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    _, res = train_minimal(composed, out, device=dev)
-    print({k: v for k, v in res.items() if not k.startswith("corruption/")})
+    main()
