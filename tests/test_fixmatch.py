@@ -26,6 +26,7 @@ from snc.data.randaugment import (
     weak_augment,
 )
 from snc.data.synthetic import make_synthetic
+from snc.engine.schedule import fixmatch_factor
 from snc.errors import ConfigError
 from snc.models import build_model, count_parameters, count_units
 from snc.tasks.base import RunContext
@@ -33,7 +34,6 @@ from snc.tasks.fixmatch import (
     FixMatchTask,
     ModelEMA,
     RowCrossNorm,
-    fixmatch_lr_factor,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -408,8 +408,8 @@ def test_the_engine_runs_the_task_and_evaluates_a_generated_corrupted_set(make_c
 
 
 def test_schedule_and_engine_keys():
-    assert fixmatch_lr_factor(0, 100) == 1.0
-    assert 0.03 * fixmatch_lr_factor(100, 100) == pytest.approx(0.00585, abs=1e-5)
+    assert fixmatch_factor(100)(0) == 1.0  # the engine's schedule.name=fixmatch
+    assert 0.03 * fixmatch_factor(100)(100) == pytest.approx(0.00585, abs=1e-5)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["task=fixmatch"])
     assert cfg.task.name == "fixmatch" and cfg.max_steps == 2**20
@@ -450,7 +450,7 @@ def _checkpoint(task, opt, sched):
 def _run(task, steps, state=None, start=1, total=6):
     opt = torch.optim.SGD(task.param_groups(task.model), lr=0.03, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: fixmatch_lr_factor(t, total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, fixmatch_factor(total))
     if state is not None:
         task.model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])

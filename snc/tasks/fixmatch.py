@@ -41,8 +41,6 @@ Engine keys in ``configs/task/fixmatch.yaml``: SGD lr 0.03 Nesterov momentum 0.9
 from __future__ import annotations
 
 import copy
-import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -71,8 +69,6 @@ from snc.eval.robustness import (
 from snc.models import build_model
 from snc.ops import CNSN, CrossNorm, CrossNormController, find_cross_norm_units
 from snc.tasks.base import Logs, RunContext, Task, register_task
-
-log = logging.getLogger("snc")
 
 CN_APPLY_TO = ("all", "unlabeled", "strong")
 ARRAY_DATASETS = ("cifar10", "cifar100", "synthetic", "npz")
@@ -251,12 +247,6 @@ class ModelEMA:
 
 
 # ----- the task ------------------------------------------------------------------------------
-
-def fixmatch_lr_factor(step: int, total: int) -> float:
-    """FixMatch's schedule factor ``max(0, cos(7 pi t / (16 T)))`` (no warmup), ``t`` = steps
-    already taken."""
-    return max(0.0, math.cos(7.0 * math.pi * step / (16.0 * max(1, total))))
-
 
 @register_task("fixmatch")
 class FixMatchTask(Task):
