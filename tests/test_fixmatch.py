@@ -26,6 +26,7 @@ from snc.data.randaugment import (
     weak_augment,
 )
 from snc.data.synthetic import make_synthetic
+from snc.engine.runner import validate
 from snc.engine.schedule import fixmatch_factor
 from snc.errors import ConfigError
 from snc.models import build_model, count_parameters, count_units
@@ -427,7 +428,8 @@ def test_fig4_presets_cover_the_grid_and_build():
     for name in FIG4 + ["fixmatch_demo"]:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose("train", overrides=[f"experiment={name}", "logger=none"])
-        task = FixMatchTask(cfg)  # validates
+        task = validate(cfg)  # the engine's checks, then FixMatchTask(cfg)
+        assert isinstance(task, FixMatchTask)
         with torch.device("meta"):
             model = task.build_network(10, 0)
         cn = count_units(model)["cn"]
