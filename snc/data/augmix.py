@@ -63,7 +63,8 @@ def _autocontrast_pil(x: torch.Tensor) -> torch.Tensor:
     lo = xf.amin(dim=(-2, -1), keepdim=True)
     hi = xf.amax(dim=(-2, -1), keepdim=True)
     flat = hi <= lo
-    scale = 255.0 / torch.where(flat, torch.ones_like(hi), hi - lo)
+    span = torch.where(flat, torch.ones_like(hi), hi - lo)
+    scale = torch.full_like(span, 255.0) / span  # tensor / tensor: 255.0 / t is 1 ulp off PIL
     out = torch.trunc(xf * scale - lo * scale).clamp(0, 255).to(torch.uint8)
     return torch.where(flat, x, out)
 

@@ -17,7 +17,7 @@ ROW_BACKBONES = {"AllConvNet": "allconv", "DenseNet": "densenet40_12", "WideResN
 TABLE_BACKBONES = {"table2": "resnet50", "table3": "resnet50", "table4": "textcnn",
                    "table5": "wrn40_2", "table6": "wrn40_2", "table7": "wrn40_2",
                    "table8": "wrn40_2", "table13": "resnet50", "table14": "resnet50",
-                   "table15": "resnet50"}
+                   "table15": "resnet50", "fig4": "wrn28_2_fm"}
 
 
 @lru_cache(maxsize=None)

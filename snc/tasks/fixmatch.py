@@ -497,22 +497,3 @@ class FixMatchTask(Task):
         self.history = [float(v) for v in state["history"]]
         self.history_steps = [int(v) for v in state["history_steps"]]
         self.step = int(state["step"])
-
-
-if __name__ == "__main__":
-    # ``python -m snc.tasks.fixmatch experiment=fixmatch_demo``: train.py with this task and its
-    # backbone registered, until snc/tasks/__init__.py and snc/models/cifar/__init__.py import
-    # them (then ``python train.py experiment=fixmatch_demo`` is the command)
-    import hydra
-
-    import snc.config  # noqa: F401  (registers the config schemas)
-    import snc.models.cifar.wideresnet_fm  # noqa: F401
-    from snc.engine import run
-
-    @hydra.main(version_base="1.3", config_name="train",
-                config_path=str(Path(__file__).resolve().parents[2] / "configs"))
-    def main(cfg) -> float:
-        results = run(cfg)
-        return results.get("mce", results["clean/error"])
-
-    main()
