@@ -13,12 +13,16 @@ import hydra
 from omegaconf import DictConfig
 
 import snc.config  # noqa: F401  (registers the config schemas before Hydra composes)
+from snc.console import fail
 from snc.engine import run
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> Optional[float]:
-    results = run(cfg)
+    try:
+        results = run(cfg)
+    except Exception as err:  # configuration and input errors: one line, exit 2
+        fail(err, cfg)
     return results.get("mce", results.get("clean/error"))  # for sweepers that minimise
 
 

@@ -40,10 +40,11 @@ def _schema(name: str, options: Optional[Type], choice: str, skip: Tuple[str, ..
     return dataclasses.make_dataclass(name, fields)
 
 
-SN_OFF = _schema("SNOffSchema", None, "off")
+# the class names appear in Hydra's "Key 'prob' not in '<name>'" message: they say the fix
+SN_OFF = _schema("SelfNormIsOff_add_sn_on", None, "off")
 SN_ON = _schema("SNOnSchema", SelfNormOptions, "on")
-SN_SE = _schema("SNSESchema", SqueezeExcitationOptions, "se")
-CN_OFF = _schema("CNOffSchema", None, "off")
+SN_SE = _schema("SqueezeExcitationOptions_sn_se", SqueezeExcitationOptions, "se")
+CN_OFF = _schema("CrossNormIsOff_add_cn_on", None, "off")
 # crop is its own group (``crop=both``); cn/on.yaml interpolates it into cn.crop
 CN_ON = _schema("CNOnSchema", CrossNormOptions, "on")
 POSITION = dataclasses.make_dataclass("PositionSchema", [

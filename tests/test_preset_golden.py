@@ -6,7 +6,7 @@ composed before the split. Since then the config has changed in documented ways 
 (``name: on|se|off``; a switched-off group carries no fields; ``cn.crop`` mirrors the crop
 group; SE's ``se_reduction`` is ``reduction``) and the engine added keys with defaults that
 change nothing for these presets (``task``, ``max_steps``, ``eval_every_steps``,
-``optimizer.name``, ``schedule.power``).
+``optimizer.name``, ``schedule.power``, ``wait_for_lock``, ``verbose``).
 """
 
 import copy
@@ -38,7 +38,7 @@ def migrate(old: dict) -> dict:
     else:
         new["cn"] = {"name": "on", "crop": new["crop"]["name"], **cn}
     new["task"] = {"name": "classify"}
-    new.update(max_steps=None, eval_every_steps=1024)
+    new.update(max_steps=None, eval_every_steps=1024, wait_for_lock=False, verbose=False)
     new["optimizer"]["name"] = "sgd"
     new["schedule"]["power"] = 0.9
     return new

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 
 from snc.data import datasets
 from snc.engine import run
@@ -21,8 +22,6 @@ from snc.engine.checkpoint import load_resumable, save_checkpoint
 from snc.engine.lock import RunLock, RunLocked
 from snc.engine.runner import run_dir_of
 from snc.errors import ConfigError
-
-from conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["evaluate_corruptions=false", "epochs=3"]

@@ -13,6 +13,7 @@ a SHA-256 per file, so it is never mistaken for (or reported as) the published s
 from __future__ import annotations
 
 import json
+import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -24,6 +25,7 @@ from snc.atomic import atomic_open
 from snc.data.checksums import array_digest, file_digest, folder_digest
 from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, GENERATOR_VERSION, corrupt
 
+log = logging.getLogger("snc")
 MANIFEST = "manifest.json"
 CHUNK = 500  # images per generation job; fixed so the draws do not depend on the worker count
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -202,6 +204,8 @@ def generate_cifar_style(
             _atomic_save_npy(path, results.pop(name))
             files[path.name] = sha256_file(path)
             _write_manifest(out_dir, settings, files)
+            if not progress:  # no bar: a line per finished corruption
+                log.info("corrupted %s (%d/%d)", name, len(todo) - len(results), len(todo))
 
     if workers > 1 and jobs:
         with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from snc.data.augmix import AugMix
 from snc.atomic import atomic_open
+from snc.data.augmix import AugMix
 from snc.data.checksums import array_digest, folder_digest
 from snc.data.corrupted import (
     default_workers,

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from snc import console
 from snc.config import unit_options
 from snc.distributed import DistInfo, barrier, cleanup, init_distributed
 from snc.engine.checkpoint import (
@@ -114,7 +115,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     if cfg.resume is False and _holds_a_run(run_dir):
         raise FileExistsError(f"{run_dir} already holds a run; pass resume=auto to continue or "
                               "return it, or choose another run_name / paths.output_dir")
-    finished = _finished(run_dir)
+    finished = _finished(run_dir, task)
     if finished is not None:
         return finished
     lock = RunLock(run_dir, wait=bool(cfg.get("wait_for_lock", False)))
@@ -123,7 +124,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         if info.is_main:  # rank 0 alone writes the run directory, logs and checkpoints
             _make_writable(run_dir)
             lock.acquire()
-            finished = _finished(run_dir)  # a concurrent launch may have finished meanwhile
+            finished = _finished(run_dir, task)  # a concurrent launch may have finished since
             if finished is None:
                 handler = _attach_file_log(run_dir)
         else:
@@ -148,18 +149,34 @@ def run_dir_of(cfg: DictConfig, world: int = 1) -> Path:
     return run_dir_for(cfg, task.run_name(), dict(task.identity(), world_size=world))
 
 
+def _resume_point(run_dir: Path) -> str:
+    """``new``, or ``resumed (epoch k)`` from the checkpoint that is there."""
+    for name in ("last.pt", "prev.pt"):
+        try:
+            state = load_checkpoint(run_dir / "ckpt" / name)
+            return f"resumed (from {name} at step {state['step']})"
+        except Exception:  # missing or torn: load_resumable says which when it matters
+            continue
+    return "new"
+
+
 def _holds_a_run(run_dir: Path) -> bool:
     return any((run_dir / name).exists() for name in ("results.json", "ckpt/last.pt",
                                                        "ckpt/prev.pt"))
 
 
-def _finished(run_dir: Path) -> Optional[Dict[str, Any]]:
-    """The stored results of a finished run, or None."""
+def _finished(run_dir: Path, task: Task) -> Optional[Dict[str, Any]]:
+    """The stored results of a finished run (and its summary line), or None."""
     path = run_dir / "results.json"
     if not path.exists():
         return None
-    log.info("%s is finished; returning its results.json", run_dir)
-    return json.loads(path.read_text())
+    results = json.loads(path.read_text())
+    log.info("[snc] finished run: %s (its results.json is returned; another output_dir or "
+             "run_name trains again)", run_dir)
+    print(f"[snc] {results['dataset']} {results['backbone']} {results['method']}: "
+          f"{task.summary(results)}", flush=True)
+    console.record(results)
+    return results
 
 
 def _make_writable(run_dir: Path) -> None:
@@ -419,14 +436,18 @@ def _start_trackers(r: _Run, meta: Dict[str, Any]) -> Trackers:
 def _execute(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
              info: DistInfo) -> Dict[str, Any]:
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    log.info("run directory: %s (%d process%s)\nresolved config:\n%s", run_dir, info.world,
-             "es" if info.world > 1 else "", resolved)
+    if cfg.get("verbose"):
+        log.info("resolved config:\n%s", resolved)
     if info.is_main:
         (run_dir / "config.yaml").write_text(resolved)
     progress = use_tqdm(cfg.get("progress", "auto")) and info.is_main
+    resumed = _resume_point(run_dir)
+    log.info("[snc] %s run: %s", resumed, run_dir)
     r = _build_run(cfg, task, device, run_dir, info, progress)
     r.resume()
     meta = _meta(cfg, task, r.model, run_dir, device)
+    for line in console.header(cfg, meta, run_dir, resumed=resumed, world=info.world)[1:]:
+        log.info(line)
     trackers = _start_trackers(r, meta)
     if r.step > 0:  # resumed: the trackers get the history the local file holds
         trackers.replay(LocalTracker(run_dir).rows())
@@ -472,4 +493,5 @@ def _finish(r: _Run, meta: Dict[str, Any], trackers: Trackers) -> Dict[str, Any]
         log.info("%s | %s", line, r.run_dir)
         print(f"[snc] {results['dataset']} {results['backbone']} {results['method']}: {line}",
               flush=True)
+    console.record(results)
     return results

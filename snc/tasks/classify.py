@@ -16,6 +16,7 @@ The example to read before writing a task of your own. The recipe:
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -121,7 +122,13 @@ class Classify(Task):
                           world=ctx.world, source=self.source)
         self.model = build_network(self.cfg, data.num_classes).to(ctx.device)
         if data.corrupted is not None:
+            c = data.corrupted
+            log.info("%s corrupted test set: %s (%d corruptions x 5 severities)",
+                     "generating (once)" if c.mode == "generate" else "checking", c.root,
+                     len(c.corruptions))
+            start = time.perf_counter()
             data.corrupted.prepare()
+            log.info("corrupted test set ready in %.1f s", time.perf_counter() - start)
             data.info["corrupted_set"] = "generated" if data.corrupted.generated else "published"
         self.data, self.train, self.progress = data, data.train, ctx.progress
         self.info = {"objective": self.objective, **data.info}
@@ -134,6 +141,7 @@ class Classify(Task):
         return clean_error(model, self.data.test, self.data.num_classes, self.cfg.amp)
 
     def final_evaluate(self, model, best_state: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+        log.info("evaluating the clean test set (%d images)", self.data.test.total_samples)
         results = dict(self.evaluate(model))
         corrupted = self.data.corrupted
         if corrupted is None:

@@ -1,0 +1,125 @@
+"""What a researcher sees: a short run header, one-line errors, a table at the end of a sweep.
+
+The resolved config goes to ``<run dir>/config.yaml`` and W&B, and to the console only with
+``verbose=true``. Configuration and input errors print what is wrong and how to fix it in one or
+two lines and exit non-zero (``verbose=true`` or ``SNC_TRACEBACK=1`` shows the traceback);
+unexpected errors keep theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from omegaconf import DictConfig
+
+log = logging.getLogger("snc")
+
+# Errors that are the user's input, not a bug: shown as one line. The classes are looked up
+# lazily so that importing this module stays cheap.
+EXPECTED = ("ConfigError", "RunLocked", "FileNotFoundError", "FileExistsError")
+
+
+def is_expected(err: BaseException) -> bool:
+    return any(cls.__name__ in EXPECTED for cls in type(err).__mro__)
+
+
+def show_tracebacks(cfg: Optional[DictConfig] = None) -> bool:
+    return bool(os.environ.get("SNC_TRACEBACK")) or bool(cfg is not None and cfg.get("verbose"))
+
+
+def error_line(err: BaseException) -> str:
+    """``snc: error: <message>`` (chained causes are left out: the message names the fix)."""
+    return f"snc: error: {err}"
+
+
+def header(cfg: DictConfig, meta: Mapping[str, Any], run_dir: Path, *, resumed: str,
+           world: int) -> List[str]:
+    """Three lines: where the run lives and whether it is new; what is trained; how."""
+    units = []
+    if meta.get("sn_units") or meta.get("se_units"):
+        sn = cfg.sn
+        units.append(f"SE x{meta['se_units']} (reduction {sn.reduction})" if sn.name == "se"
+                     else f"SN x{meta['sn_units']} (gates {sn.gates})")
+    if meta.get("cn_units"):
+        cn = cfg.cn
+        units.append(f"CN x{meta['cn_units']} ({cn.mode}, crop {cn.crop}, active_num "
+                     f"{cn.active_num}, prob {cn.prob})")
+    length = (f"{cfg.max_steps} steps" if cfg.get("max_steps") is not None
+              else f"{cfg.epochs} epochs")
+    place = meta.get("position", "default")
+    return [
+        f"[snc] {resumed} run: {run_dir}",
+        f"      {meta['task']} | {meta['dataset']} | {meta['backbone']} | {meta['method']}"
+        f" at {place} | {meta['num_params']:,} parameters",
+        f"      {', '.join(units) or 'no SN/CN units'} | {length}, batch {cfg.batch_size} | "
+        f"{meta['device']}" + (f" x {world} processes" if world > 1 else ""),
+    ]
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+FINISHED: List[Dict[str, Any]] = []  # results of the jobs finished in this process
+
+
+def record(results: Mapping[str, Any]) -> None:
+    """Called by the engine when a run finishes (or is returned finished)."""
+    FINISHED.append(dict(results))
+
+
+SUMMARY_KEYS = ("clean/error", "mce", "source/accuracy", "target/accuracy", "source/miou",
+                "target/miou")
+
+
+def sweep_table(jobs: List[Dict[str, Any]]) -> List[str]:
+    """One line per job: the overrides that vary between the jobs, and its headline metrics."""
+    keys = [k for k in SUMMARY_KEYS if any(k in j.get("results", {}) for j in jobs)]
+    common = set.intersection(*(set(j["overrides"]) for j in jobs)) if len(jobs) > 1 else set()
+    rows = [["job", "overrides"] + keys]
+    for j in jobs:
+        res = j.get("results") or {}
+        varying = [o for o in j["overrides"] if o not in common]
+        rows.append([str(j["num"]), " ".join(varying) or "-"]
+                    + [f"{res[k]:.2f}" if isinstance(res.get(k), (int, float)) else
+                       ("failed" if j.get("failed") else "-") for k in keys])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover - hydra is a dependency
+    Callback = object
+
+
+class SweepSummary(Callback):
+    """Hydra callback (``hydra.callbacks`` in configs/train.yaml): prints one table of every
+    job at the end of a multirun, and where Hydra put its sweep files."""
+
+    def __init__(self) -> None:
+        self.jobs: List[Dict[str, Any]] = []
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        failed = getattr(getattr(job_return, "status", None), "name", "") == "FAILED"
+        self.jobs.append({"num": len(self.jobs), "overrides": list(job_return.overrides or []),
+                          "results": FINISHED[-1] if FINISHED and not failed else {},
+                          "failed": failed})
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if not self.jobs:
+            return
+        lines = sweep_table(self.jobs)
+        print(f"[snc] sweep of {len(self.jobs)} jobs (files: {config.hydra.sweep.dir}):",
+              *lines, sep="\n  ", flush=True)
+
+
+def fail(err: BaseException, cfg: Optional[DictConfig] = None) -> None:
+    """Prints an expected error in one line and exits 2; anything else is re-raised."""
+    if not is_expected(err) or show_tracebacks(cfg):
+        raise err
+    print(error_line(err), file=sys.stderr, flush=True)
+    raise SystemExit(2)
