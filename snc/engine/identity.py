@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,11 +20,12 @@ NON_IDENTITY_KEYS = ("device", "logger", "paths", "resume", "progress", "run_nam
                      "wait_for_lock")
 
 
-def config_hash(cfg: DictConfig, extra: Optional[Dict[str, Any]] = None) -> str:
-    """8 hex digits of the SHA-1 of the resolved config without :data:`NON_IDENTITY_KEYS`,
-    together with ``extra`` (the task's data identity and the world size)."""
+def config_hash(cfg: DictConfig, extra: Optional[Dict[str, Any]] = None,
+                drop: Tuple[str, ...] = ()) -> str:
+    """8 hex digits of the SHA-1 of the resolved config without :data:`NON_IDENTITY_KEYS` (and
+    ``drop``), together with ``extra`` (the task's data identity and the world size)."""
     payload = OmegaConf.to_container(cfg, resolve=True)
-    for key in NON_IDENTITY_KEYS:
+    for key in NON_IDENTITY_KEYS + tuple(drop):
         payload.pop(key, None)
     if extra:
         payload["_identity"] = extra

@@ -42,7 +42,7 @@ from snc.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from snc.engine.identity import run_dir_for
+from snc.engine.identity import config_hash, run_dir_for
 from snc.engine.lock import RunLock
 from snc.engine.loop import train_steps, use_tqdm
 from snc.engine.optim import OPTIMIZERS, base_learning_rate, build_optimizer
@@ -132,7 +132,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         barrier()
         if finished is not None:
             return finished
-        return _execute(cfg, task, device, run_dir, info)
+        return _execute(cfg, task, device, run_dir, info, identity)
     finally:
         lock.release()
         if handler is not None:
@@ -147,6 +147,15 @@ def run_dir_of(cfg: DictConfig, world: int = 1) -> Path:
     inputs, as a launch would; writes nothing)."""
     task = validate(cfg)
     return run_dir_for(cfg, task.run_name(), dict(task.identity(), world_size=world))
+
+
+def _sweep_choice() -> Optional[str]:
+    """The ``sweep=`` option of a Hydra launch (e.g. ``appendix_grid``), else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("sweep")
 
 
 def _resume_point(run_dir: Path) -> str:
@@ -434,7 +443,7 @@ def _start_trackers(r: _Run, meta: Dict[str, Any]) -> Trackers:
 
 
 def _execute(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
-             info: DistInfo) -> Dict[str, Any]:
+             info: DistInfo, identity: Dict[str, Any]) -> Dict[str, Any]:
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     if cfg.get("verbose"):
         log.info("resolved config:\n%s", resolved)
@@ -446,6 +455,9 @@ def _execute(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
     r = _build_run(cfg, task, device, run_dir, info, progress)
     r.resume()
     meta = _meta(cfg, task, r.model, run_dir, device)
+    # runs that differ only by seed share a setting_hash (the report pools them as seeds)
+    meta["setting_hash"] = config_hash(cfg, identity, drop=("seed",))
+    meta["sweep"] = _sweep_choice()
     for line in console.header(cfg, meta, run_dir, resumed=resumed, world=info.world)[1:]:
         log.info(line)
     trackers = _start_trackers(r, meta)
