@@ -1,5 +1,11 @@
 #!/usr/bin/env python
-"""Writes configs/experiment/table*.yaml: one preset per paper experiment.
+"""Writes configs/experiment/table*.yaml: one preset per paper experiment (and official_*.yaml:
+the official run scripts that no paper table reports, e.g. the run-cnsn-consist.sh runs).
+
+Every preset also carries the per-GPU BatchNorm batch of its official run
+(``distributed.bn_batch``; the header says how many GPUs and which batch) and, for CN, the
+script's setting (``paper.official``) that ``sweep=appendix_grid`` adds to the grid when it
+lies outside it (``paper.appendix_grid``).
 
 Settings come from the official run scripts (tests/data/official.json, "scripts"): crop,
 position, prob, active_num, consist_wt, weight decay, epochs, batch and lr per dataset, backbone
@@ -48,10 +54,59 @@ PAPER_POSITIONS = {
 }
 
 
+# the paper's appendix grid; a preset whose official setting lies outside it adds that point
+GRID = [(1, 0.25), (1, 0.5), (2, 0.25), (2, 0.5)]
+
+
+def grid_points(official: Dict) -> str:
+    """The points ``sweep=appendix_grid`` runs (Hydra override syntax): the grid, then the
+    official setting when it is not one of them."""
+    points = GRID + [(official["active_num"], official["prob"])]
+    return ",".join(f"{{active_num:{a},prob:{p}}}" for a, p in dict.fromkeys(points))
+
+
+class BN:
+    """The per-device BatchNorm batch of the official run (``distributed.bn_batch``).
+
+    Args:
+        gpus: GPUs of the official run (``nn.DataParallel``), None: no official run.
+        batch: its batch per step.
+        views: 3 for AugMix (one forward of ``cat(clean, aug1, aug2)``).
+    """
+
+    def __init__(self, gpus: Optional[int] = 1, batch: int = 128, views: int = 1) -> None:
+        self.gpus, self.batch, self.views = gpus, batch, views
+
+    @property
+    def bn_batch(self) -> Union[int, str, None]:
+        if self.gpus is None:
+            return None
+        if self.gpus == 1 and self.views == 1:
+            return "${batch_size}"  # one GPU: the whole batch, whatever batch_size is
+        return self.batch * self.views // self.gpus
+
+    @property
+    def launch(self) -> str:
+        return "python train.py" if self.gpus in (None, 1) else \
+            f"torchrun --nproc_per_node={self.gpus} train.py"
+
+    def comment(self) -> List[str]:
+        if self.gpus is None:
+            return ["BatchNorm: no official run; each process normalizes its own batch "
+                    "(distributed.bn_batch=null)."]
+        per = self.batch * self.views // self.gpus
+        rows = f"{self.batch} x {self.views} views" if self.views > 1 else str(self.batch)
+        gpus = f"{self.gpus} GPU{'s' if self.gpus > 1 else ''}"
+        return [f"BatchNorm: the official run used {gpus} at batch {rows}, so BN "
+                f"saw {per} rows per device (distributed.bn_batch);",
+                "any torchrun size reproduces it (SyncBatchNorm over ranks, or several BN "
+                "batches per rank)."]
+
+
 def script(dataset: str, model: str, kind: str) -> Dict:
-    name = f"{dataset}:{model}/run-{kind}"
+    name = f"{dataset}-scripts/{model + '/' if model else ''}run-{kind}.sh"
     for s in SCRIPTS:
-        if s["script"] == f"{dataset}-scripts/{model}/run-{kind}.sh":
+        if s["script"] == name:
             return s
     raise KeyError(name)
 
@@ -68,7 +123,7 @@ def preset(name: str, title: str, cells: List[Dict], *, dataset: str, backbone: 
            sn: str = "off", cn: str = "off", augmix: bool = False, position: Optional[str] = None,
            crop: Optional[str] = None, objective: Optional[str] = None,
            values: Optional[Dict] = None, extra_defaults: Optional[List[Dict]] = None,
-           note: str = "") -> str:
+           note: str = "", bn: Optional["BN"] = None, unpublished: str = "") -> str:
     defaults = [{"override /dataset": dataset}, {"override /backbone": backbone}]
     if sn != "off":
         defaults.append({"override /sn": sn})
@@ -83,9 +138,25 @@ def preset(name: str, title: str, cells: List[Dict], *, dataset: str, backbone: 
     if objective:
         defaults.append({"override /objective": objective})
     defaults += extra_defaults or []
-    header = [title, *note.splitlines(), f"  python train.py experiment={name}",
-              f"  python train.py -m experiment={name} sweep=appendix_grid   (appendix grid)"]
-    body = {"experiment_name": name, "paper": {"cells": cells}, **(values or {})}
+    bn = bn or BN()
+    header = [title, *note.splitlines(), *bn.comment(), f"  {bn.launch} experiment={name}"]
+    paper: Dict = {"cells": cells}
+    if unpublished:
+        paper["unpublished"] = unpublished
+    cn_values = (values or {}).get("cn")
+    if cn != "off":
+        header.append(f"  python train.py -m experiment={name} sweep=appendix_grid   "
+                      "(appendix grid)")
+        official = {"active_num": (cn_values or {}).get("active_num", 1),
+                    "prob": (cn_values or {}).get("prob", 0.5)}
+        paper["official"] = official
+        if (official["active_num"], official["prob"]) not in GRID:
+            paper["appendix_grid"] = grid_points(official)
+    distributed: Dict = {"bn_batch": bn.bn_batch}
+    if augmix and bn.gpus not in (None, 1):
+        distributed["augmix_bn"] = "official"
+    body = {"experiment_name": name, "paper": paper, **(values or {}),
+            "distributed": distributed}
     return ("# @package _global_\n" + MARKER + "\n" + "".join(f"# {line}\n" for line in header)
             + to_yaml({"defaults": defaults}, flow_leaves=False) + "\n"
             + to_yaml(body, flow_leaves=True))
@@ -137,7 +208,8 @@ def cifar_presets() -> Dict[str, str]:
                 t1("Basic", "Basic"), dataset=dataset, backbone=backbone)
             files[f"table1_{stem}_augmix"] = preset(
                 f"table1_{stem}_augmix", f"Paper Tables 1/12, {row}, AugMix, {ds_label}",
-                t1("AugMix", "AugMix"), dataset=dataset, backbone=backbone, augmix=True)
+                t1("AugMix", "AugMix"), dataset=dataset, backbone=backbone, augmix=True,
+                bn=BN(1, 128, views=3))
             files[f"table1_{stem}_sn"] = preset(
                 f"table1_{stem}_sn", f"Paper Tables 1/12, {row}, SN, {ds_label}",
                 t1("SN", "SN"), dataset=dataset, backbone=backbone, sn="on",
@@ -161,8 +233,18 @@ def cifar_presets() -> Dict[str, str]:
                 t1("SNCN+AugMix", "SNCN+Crop+Consistency+AugMix"), dataset=dataset,
                 backbone=backbone, sn="on", cn="on", augmix=True,
                 position=POSITIONS[aug_s["pos"]], crop=aug_s["crop"],
-                values=run_settings(aug_s, with_cn=True),
+                values=run_settings(aug_s, with_cn=True), bn=BN(1, aug_s["batch_size"], views=3),
                 note="Settings: " + src.format(dataset, model, "cnsn-augmix"))
+            con_s = script(dataset, model, "cnsn-consist")
+            files[f"official_{stem}_sncn_consistency"] = preset(
+                f"official_{stem}_sncn_consistency",
+                f"Official run script without a paper cell: {row}, SNCN + CN consistency, "
+                f"{ds_label}", [], dataset=dataset, backbone=backbone, sn="on", cn="on",
+                position=POSITIONS[con_s["pos"]], crop=con_s["crop"], objective="consistency",
+                values=run_settings(con_s, with_cn=True),
+                unpublished="official run script run-cnsn-consist.sh; no table reports it",
+                bn=BN(1, con_s["batch_size"]),
+                note="Settings: " + src.format(dataset, model, "cnsn-consist"))
             files[f"table12_{stem}_sncn_nocrop"] = preset(
                 f"table12_{stem}_sncn_nocrop",
                 f"Paper Table 12, {row}, SN+CN (no crop), {ds_label}",
@@ -250,6 +332,12 @@ def cifar_presets() -> Dict[str, str]:
     return files
 
 
+AUGMIX_NOTE = ("; distributed.augmix_bn=official lays the views of all ranks out as the\n"
+               "DataParallel batch cat(clean, aug1, aug2): most BN batches hold one view and "
+               "the running\nstatistics come from the clean rows (augmix_bn=per_rank: each "
+               "rank mixes its 3 views)")
+
+
 def imagenet_presets() -> Dict[str, str]:
     files = {}
     ds, bb = "imagenet", "resnet50"
@@ -261,51 +349,70 @@ def imagenet_presets() -> Dict[str, str]:
             f"table14_imagenet_resnet50_sn_{position}", f"Paper Table 14, SN at {label}",
             [cell("table14", f"SN {label}", c, ds) for c in ("Clean", "mCE")],
             dataset=ds, backbone=bb, sn="on", position=position, values={"batch_size": 128},
-            note=note)
+            note=note, bn=BN(1, 128))
         files[f"table14_imagenet_resnet50_cn_{position}"] = preset(
             f"table14_imagenet_resnet50_cn_{position}",
             f"Paper Table 14, in-network CN at {label} (no official script: run-cn.sh settings)",
             [cell("table14", f"CN {label}", c, ds) for c in ("Clean", "mCE")],
             dataset=ds, backbone=bb, cn="on", position=position, crop="both",
-            values={"batch_size": 128, "cn": {"active_num": 1, "prob": 0.5}}, note=note)
+            values={"batch_size": 128, "cn": {"active_num": 1, "prob": 0.5}}, note=note,
+            bn=BN(1, 128))
     ibn_a = [{"override /ibn": "a"}]
     files["table15_imagenet_resnet50_ibn_a_basic"] = preset(
         "table15_imagenet_resnet50_ibn_a_basic", "Paper Table 15, ResNet-50 IBN-a, Basic",
         [cell("table15", "IBN(a) Basic", c, ds) for c in ("Clean", "mCE")], dataset=ds,
-        backbone=bb, extra_defaults=ibn_a)
+        backbone=bb, extra_defaults=ibn_a, bn=BN(None))
     files["table15_imagenet_resnet50_ibn_a_cn"] = preset(
         "table15_imagenet_resnet50_ibn_a_cn", "Paper Table 15, IBN-a + image CN",
         [cell("table15", "IBN(a) +CN", c, ds) for c in ("Clean", "mCE")], dataset=ds,
         backbone=bb, cn="on", position="image", crop="both", extra_defaults=ibn_a,
-        values={"batch_size": 128, "cn": {"prob": 0.5}}, note=note)
+        values={"batch_size": 128, "cn": {"prob": 0.5}}, note=note, bn=BN(1, 128))
     files["table15_imagenet_resnet50_ibn_a_cn_consistency"] = preset(
         "table15_imagenet_resnet50_ibn_a_cn_consistency",
         "Paper Table 15, IBN-a + image CN + consistency (CR)",
         [cell("table15", "IBN(a) +CN+CR", c, ds) for c in ("Clean", "mCE")], dataset=ds,
         backbone=bb, cn="on", position="image", crop="both", objective="consistency",
         extra_defaults=ibn_a, values={"batch_size": 128, "cn": {"prob": 0.5, "consist_wt": 10}},
-        note=note)
+        note=note + "\nrun-cnsn-consist.sh settings: 4 GPUs at batch 128", bn=BN(4, 128))
     files["table15_imagenet_resnet50_ibn_a_cn_augmix"] = preset(
         "table15_imagenet_resnet50_ibn_a_cn_augmix", "Paper Table 15, IBN-a + image CN + AugMix",
         [cell("table15", "IBN(a) +CN+AM", c, ds) for c in ("Clean", "mCE")], dataset=ds,
         backbone=bb, cn="on", augmix=True, position="image", crop="neither",
         extra_defaults=ibn_a, values={"batch_size": 256,
-                                      "cn": {"prob": 0.5, "augmix_joint": True}}, note=note)
+                                      "cn": {"prob": 0.5, "augmix_joint": True}},
+        note=note + "\nrun-cnsn-augmix.sh settings: 8 GPUs at batch 256" + AUGMIX_NOTE,
+        bn=BN(8, 256, views=3))
     ibn_b = [{"override /ibn": "b"}]
     files["table15_imagenet_resnet50_ibn_b_basic"] = preset(
         "table15_imagenet_resnet50_ibn_b_basic", "Paper Table 15, ResNet-50 IBN-b, Basic",
         [cell("table15", "IBN(b) Basic", c, ds) for c in ("Clean", "mCE")], dataset=ds,
-        backbone=bb, extra_defaults=ibn_b)
+        backbone=bb, extra_defaults=ibn_b, bn=BN(None))
     files["table15_imagenet_resnet50_ibn_b_sn"] = preset(
         "table15_imagenet_resnet50_ibn_b_sn", "Paper Table 15, IBN-b + SN (post_residual)",
         [cell("table15", "IBN(b) +SN", c, ds) for c in ("Clean", "mCE")], dataset=ds,
         backbone=bb, sn="on", position="post_residual", extra_defaults=ibn_b,
-        values={"batch_size": 128}, note=note)
+        values={"batch_size": 128}, note=note, bn=BN(1, 128))
     files["table15_imagenet_resnet50_ibn_b_sn_augmix"] = preset(
         "table15_imagenet_resnet50_ibn_b_sn_augmix", "Paper Table 15, IBN-b + SN + AugMix",
         [cell("table15", "IBN(b) +SN+AM", c, ds) for c in ("Clean", "mCE")], dataset=ds,
         backbone=bb, sn="on", augmix=True, position="post_residual", extra_defaults=ibn_b,
-        values={"batch_size": 256}, note=note)
+        values={"batch_size": 256},
+        note=note + "\nrun-cnsn-augmix.sh settings: 8 GPUs at batch 256" + AUGMIX_NOTE,
+        bn=BN(8, 256, views=3))
+    con = script("imagenet", "", "cnsn-consist")
+    files["official_imagenet_resnet50_sncn_consistency"] = preset(
+        "official_imagenet_resnet50_sncn_consistency",
+        "Official run script without a paper cell: ResNet-50, SN at post_addition + image CN "
+        "(crop both) + consistency", [], dataset=ds, backbone=bb, sn="on", cn="on",
+        crop=con["crop"], objective="consistency",
+        values={"batch_size": con["batch_size"],
+                "position": {"sn": POSITIONS[con["pos"]], "cn": "image"},
+                "cn": {"active_num": 1, "prob": number(con["cn_prob"]),
+                       "consist_wt": number(con["consist_wt"])}},
+        unpublished="official imagenet-scripts/run-cnsn-consist.sh; no table reports it",
+        note="Settings: official imagenet-scripts/run-cnsn-consist.sh (4 GPUs at batch 128,\n"
+             "consist_wt 10: CE(clean) + 10 JSD(clean, CN1, CN2), CN on the input image)",
+        bn=BN(4, con["batch_size"]))
     return files
 
 

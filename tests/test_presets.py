@@ -52,7 +52,8 @@ def test_every_preset_composes_validates_and_builds(name):
 def test_every_preset_points_at_published_cells(name):
     cfg = compose_preset(name, "backbone.pretrained=null" if "imagenet" in name else "seed=1")
     cells = cfg.paper.cells
-    assert len(cells) >= 1
+    # official run scripts that no paper table reports say so (paper.unpublished)
+    assert len(cells) >= 1 or cfg.paper.get("unpublished")
     for c in cells:
         assert c.dataset == cfg.dataset.name
         published_value(c.table, c.row, c.column, c.dataset)  # KeyError/ValueError if absent

@@ -10,12 +10,18 @@ batches, as for the array datasets.
 Sharding: training uses a ``DistributedSampler`` (seeded, ``set_epoch`` every epoch);
 evaluation gives rank ``r`` the samples ``r, r + W, ...`` with no padding, so summed counts are
 exact.
+
+Augmentation randomness differs per rank (as :class:`~snc.data.loader.ArrayLoader`'s): the
+loader's generator is seeded with ``seed + 7919 * rank``; it draws the AugMix parameters and,
+once per epoch, a base seed from which every training sample's crop and flip are drawn
+(``(base, index)`` seeds the sample's transform, in the worker or in the main process alike),
+so ranks never repeat each other's crops and the draws do not depend on the worker count.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 
@@ -56,6 +62,42 @@ def imagenet_transform(train: bool, size: int = 224, resize: int = 256):
     return T.Compose([eval_geometry(size, resize), T.PILToTensor()])
 
 
+RANK_SEED_STRIDE = 7919  # as ArrayLoader: rank r's augmentation stream is seed + 7919 * r
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """``dataset[(index, seed)]``: ``dataset[index]`` with the global torch generator (which
+    torchvision's random transforms use) seeded with ``seed`` for that sample only."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class SeededSampler(torch.utils.data.Sampler):
+    """Yields ``(index, seed)`` for the indices of ``sampler``; the seeds follow from one base
+    drawn from ``generator`` per pass and the sample index."""
+
+    def __init__(self, sampler, generator: torch.Generator) -> None:
+        self.sampler, self.generator = sampler, generator
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        base = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        for index in self.sampler:
+            yield int(index), (base * 6364136223846793005 + int(index)) % 2**63
+
+
 class FolderLoader:
     """Batches of an image-folder dataset, normalized (and AugMix-ed) on ``device``.
 
@@ -65,7 +107,8 @@ class FolderLoader:
         mean, std: normalization (0-1 scale).
         train: shuffle (seeded, per epoch) and, with ``augmix``, return 3 views.
         device: where batches go.
-        seed: sampler and worker seed.
+        seed: the run seed: the shuffle order (the same on every rank) and, offset by the
+            rank, the augmentation draws.
         workers: DataLoader worker processes.
         rank, world: this process's shard.
         augmix: AugMix views for training.
@@ -82,16 +125,20 @@ class FolderLoader:
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         self.epoch = 0
+        # the order is the same on every rank (the sampler's seed); augmentation differs
         self.generator = torch.Generator()
-        self.generator.manual_seed(seed)
+        self.generator.manual_seed(seed + RANK_SEED_STRIDE * rank)
         if train:
             self.sampler = torch.utils.data.DistributedSampler(
                 dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
                 drop_last=drop_last)
+            samples, sampler = SeededSamples(dataset), SeededSampler(self.sampler,
+                                                                     self.generator)
         else:
             self.sampler = list(range(rank, len(dataset), world))
+            samples, sampler = dataset, self.sampler
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
+            samples, batch_size=batch_size, sampler=sampler, num_workers=workers,
             pin_memory=self.device.type == "cuda", drop_last=drop_last and train,
             persistent_workers=workers > 0 and train, generator=self.generator)
 

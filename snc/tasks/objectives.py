@@ -14,6 +14,13 @@ Official formulas (CrossNorm/SelfNorm ``cifar.py``, AugMix ``cifar.py``):
   ``cn.augmix_joint=true`` (official ImageNet, image-space CN) CN instead acts, with probability
   ``prob``, on the whole 3B batch of that single forward.
 
+BatchNorm batches of the joint 3B forward: each process normalizes its own ``cat(clean,
+aug1, aug2)`` (all views mixed) unless ``distributed.augmix_bn=official`` (with
+``distributed.bn_batch``): then the rows of all processes are laid out as the official
+DataParallel batch ``cat(clean, aug1, aug2)`` and cut into ``bn_batch``-row BatchNorm batches,
+so most of them hold one view and the running statistics come from the first, clean, one
+(:func:`snc.distributed.forward_views` declares the 3 views; :mod:`snc.distributed`).
+
 ``JSD(p0, p1, p2) = mean_i KL(p_i || M)``, ``M = clamp(mean_i p_i, 1e-7, 1)``, each KL summed
 over classes and averaged over the batch; nothing is detached.
 """
@@ -26,6 +33,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from snc.distributed import forward_views
 from snc.errors import ConfigError
 from snc.ops import CrossNormController
 
@@ -86,14 +94,15 @@ def consistency(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -
 def augmix(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
     (x0, x1, x2), y = batch
     if cfg.augmix_joint_cn:  # official ImageNet image-CN + AugMix: partners mix images and views
-        with ctrl.step() as on:
+        with ctrl.step() as on, forward_views(3):
             logits = model(torch.cat((x0, x1, x2)))
         l0, l1, l2 = torch.split(logits, len(x0))
         loss_ce = F.cross_entropy(l0, y)
         term = jsd((l0, l1, l2))
         return loss_ce + cfg.jsd_weight * term, {"ce": loss_ce.detach(), "jsd": term.detach(),
                                                  "cn_on": torch.tensor(float(on))}
-    logits = model(torch.cat((x0, x1, x2)))
+    with forward_views(3):
+        logits = model(torch.cat((x0, x1, x2)))
     l0, l1, l2 = torch.split(logits, len(x0))
     loss_ce = F.cross_entropy(l0, y)
     term = jsd((l0, l1, l2))
