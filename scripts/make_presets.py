@@ -59,10 +59,14 @@ GRID = [(1, 0.25), (1, 0.5), (2, 0.25), (2, 0.5)]
 
 
 def grid_points(official: Dict) -> str:
-    """The points ``sweep=appendix_grid`` runs (Hydra override syntax): the grid, then the
-    official setting when it is not one of them."""
-    points = GRID + [(official["active_num"], official["prob"])]
-    return ",".join(f"{{active_num:{a},prob:{p}}}" for a, p in dict.fromkeys(points))
+    """The points ``sweep=appendix_grid`` runs (options of ``configs/sweep/appendix_point``):
+    the grid, then the official setting when it is not one of them."""
+    points = list(dict.fromkeys(GRID + [(official["active_num"], official["prob"])]))
+    names = [f"a{a}_p{round(p * 100)}" for a, p in points]
+    for name in names:
+        if not (ROOT / "configs" / "sweep" / "appendix_point" / f"{name}.yaml").exists():
+            raise FileNotFoundError(f"add configs/sweep/appendix_point/{name}.yaml")
+    return ",".join(names)
 
 
 class BN:

@@ -295,7 +295,7 @@ def _grid_jobs(name):
     jobs = []
     for value in override.sweep_string_iterator():
         job = _compose(f"experiment={name}", "sweep=appendix_grid",
-                       f"appendix_grid.point={value}")
+                       f"{override.get_key_element()}={value}")
         jobs.append((job.cn.active_num, job.cn.prob))
     return cfg.paper.official, jobs
 

@@ -63,7 +63,7 @@ def migrate(old: dict, name: str = "") -> dict:
         point = (official["active_num"], official["prob"])
         if point not in GRID:
             new["paper"]["appendix_grid"] = ",".join(
-                f"{{active_num:{a},prob:{p}}}" for a, p in GRID + [point])
+                f"a{a}_p{round(p * 100)}" for a, p in GRID + [point])
     sn = new.pop("sn")
     if not sn["enabled"]:
         new["sn"] = {"name": "off"}
