@@ -172,6 +172,23 @@ def _check_bn(rank: int, world: int) -> None:
         if bn_batch == 8 or rank == 0:  # chunk 0 lives on rank 0 (DDP broadcasts its buffers)
             torch.testing.assert_close(mine.running_mean, ref.running_mean)
             torch.testing.assert_close(mine.running_var, ref.running_var)
+    # through DDP, as the engine wraps it: a batch-8 preset on 2 processes x 4 rows trains as
+    # one process on 8 rows (DDP averages the gradients of the ranks' mean losses)
+    torch.manual_seed(5)
+    x_all = torch.randn(world * 4, 3, 5, 5)
+    y_all = torch.randint(0, 6, (world * 4,))
+    ref_net = tiny_bn_net()
+    F.cross_entropy(ref_net(x_all), y_all).backward()
+    net = tiny_bn_net()
+    cfg = OmegaConf.create({"batch_size": world * 4, "augmix": {"enabled": False},
+                            "distributed": {"bn_batch": world * 4}})
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        prepare_batch_norm(net, cfg, DistInfo(rank=rank, world=world)))
+    part = slice(rank * 4, (rank + 1) * 4)
+    F.cross_entropy(ddp(x_all[part]), y_all[part]).backward()
+    for (name, p), q in zip(net.named_parameters(), ref_net.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+    torch.testing.assert_close(net[1].running_var, ref_net[1].running_var)
     # the SyncBatchNorm process groups of the CUDA path form on any backend
     groups = [dist.new_group(r) for r in bn_rank_groups(world, world)]
     assert len(groups) == 1
