@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from snc import console
 from snc.config import unit_options
-from snc.distributed import DistInfo, barrier, cleanup, init_distributed
+from snc.distributed import DistInfo, barrier, cleanup, init_distributed, prepare_batch_norm
 from snc.engine.checkpoint import (
     load_checkpoint,
     load_resumable,
@@ -224,11 +224,12 @@ def _trackers(cfg: DictConfig, run_dir: Path) -> Trackers:
 
 def _wrap(model: torch.nn.Module, cfg: DictConfig, device: torch.device,
           info: DistInfo) -> torch.nn.Module:
-    """The forward model: DDP (optionally SyncBN) under torchrun, then torch.compile."""
-    forward_model = model
+    """The forward model: BatchNorm batches as the official run had them, DDP under torchrun,
+    then torch.compile."""
+    # the official run's BatchNorm batch per device under any world size (distributed.bn_batch),
+    # or one SyncBatchNorm over all ranks (distributed.sync_bn); parameters stay the same objects
+    forward_model = prepare_batch_norm(model, cfg, info, device)
     if info.enabled:
-        if (cfg.get("distributed") or {}).get("sync_bn", False):
-            forward_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         forward_model = torch.nn.parallel.DistributedDataParallel(
             forward_model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.get("compile", False):
