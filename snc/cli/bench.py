@@ -147,6 +147,11 @@ def time_eval(variant: Variant, images, labels, batches: int) -> float:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from snc.cli import bench_tasks  # fixmatch / segment / text: snc/cli/bench_tasks.py
+
+    task = bench_tasks.task_name(argv)
+    if task != "classify":
+        return bench_tasks.main(argv, task=task)
     cfg = compose_cfg(argv)
     device = select_device(cfg.device)
     bench = cfg.get("bench") or {}
