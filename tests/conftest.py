@@ -40,3 +40,28 @@ def make_cfg(tmp_path):
                 *base, *overrides])
 
     return make
+
+
+@pytest.fixture
+def kill_run(monkeypatch):
+    """``kill_run(cfg, at=n)``: runs ``cfg`` and stops it as a kill would, at the start of its
+    ``n``-th training period (1-based); the engine is restored afterwards."""
+    from snc.engine import run, runner
+
+    def kill(cfg, at: int) -> None:
+        real, calls = runner.train_steps, {"n": 0}
+
+        def dying(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == at:
+                raise KeyboardInterrupt("killed")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(runner, "train_steps", dying)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run(cfg)
+        finally:
+            monkeypatch.setattr(runner, "train_steps", real)
+
+    return kill

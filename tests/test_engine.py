@@ -120,24 +120,11 @@ def test_step_mode_runs_max_steps_in_periods(make_cfg):
     assert results["steps_seen"] == 10 and results["max_steps"] == 10
 
 
-def test_step_mode_kill_and_resume_is_bit_identical(make_cfg, tmp_path, monkeypatch):
-    from snc.engine import runner
-
+def test_step_mode_kill_and_resume_is_bit_identical(make_cfg, tmp_path, kill_run):
     overrides = [*TOY, "max_steps=12", "eval_every_steps=4", "schedule.name=fixmatch"]
     straight = run(make_cfg(*overrides, f"paths.output_dir={tmp_path / 'a'}"))
-    real, calls = runner.train_steps, {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
     cfg = make_cfg(*overrides, f"paths.output_dir={tmp_path / 'b'}")
-    monkeypatch.setattr(runner, "train_steps", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg)
-    monkeypatch.setattr(runner, "train_steps", real)
+    kill_run(cfg, at=2)
     resumed = run(cfg)
     assert resumed["final/val_loss"] == straight["final/val_loss"]
     assert resumed["steps_seen"] == 12  # the task's own state came back from the checkpoint

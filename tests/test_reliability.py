@@ -218,24 +218,11 @@ def test_checkpoint_writer_survives_two_concurrent_writers(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_torn_last_checkpoint_resumes_from_the_previous_one(make_cfg, tmp_path, monkeypatch):
-    from snc.engine import runner
-
+def test_torn_last_checkpoint_resumes_from_the_previous_one(make_cfg, tmp_path, kill_run):
     overrides = ["sn=on", "cn=on", "cn.prob=0.5", "epochs=3", "evaluate_corruptions=false"]
     straight = run(make_cfg(*overrides, f"paths.output_dir={tmp_path / 'a'}"))
     cfg = make_cfg(*overrides, f"paths.output_dir={tmp_path / 'b'}")
-    real, calls = runner.train_steps, {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "train_steps", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg)
-    monkeypatch.setattr(runner, "train_steps", real)
+    kill_run(cfg, at=3)
     ckpt = run_dir_of(cfg) / "ckpt"
     data = (ckpt / "last.pt").read_bytes()
     (ckpt / "last.pt").write_bytes(data[: len(data) // 2])  # torn by something outside
@@ -278,10 +265,8 @@ class FakeRun:
 
 
 def test_resumed_run_continues_the_wandb_id_and_replays_the_history(make_cfg, tmp_path,
-                                                                     monkeypatch):
+                                                                     monkeypatch, kill_run):
     import types
-
-    from snc.engine import runner
 
     store = {"inits": [], "logged": [], "finished": []}
     fake = types.SimpleNamespace(
@@ -290,19 +275,8 @@ def test_resumed_run_continues_the_wandb_id_and_replays_the_history(make_cfg, tm
     monkeypatch.setitem(sys.modules, "wandb", fake)
     cfg = make_cfg("logger=wandb", "epochs=3", "evaluate_corruptions=false", "log_every=2",
                    f"paths.output_dir={tmp_path / 'w'}")
-    real, calls = runner.train_steps, {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "train_steps", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg)
+    kill_run(cfg, at=3)
     store["logged"].clear()  # what the killed part logged is treated as lost
-    monkeypatch.setattr(runner, "train_steps", real)
     results = run(cfg)
     assert store["inits"][1]["id"] == "run1" and store["inits"][1]["resume"] == "allow"
     local = [json.loads(x) for x in (Path(results["run_dir"]) / "metrics.jsonl").read_text()

@@ -152,28 +152,14 @@ def test_consistency_and_augmix_objectives_run(make_cfg, objective_overrides):
     assert any("train/jsd" in line or "train/cn_jsd" in line for line in lines)
 
 
-def test_kill_and_resume_equals_an_uninterrupted_run(make_cfg, monkeypatch, tmp_path):
-    from snc.engine import runner as run_module
-
+def test_kill_and_resume_equals_an_uninterrupted_run(make_cfg, kill_run, tmp_path):
     overrides = ["sn=on", "cn=on", "crop=content", "cn.prob=0.5", "epochs=3",
                  "evaluate_corruptions=false"]
     straight = run_entry(make_cfg(*overrides, "paths.output_dir=" + str(tmp_path / "a")))
 
-    calls = {"n": 0}
-    real = run_module.train_steps
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(run_module, "train_steps", dying)
     cfg = make_cfg(*overrides, "paths.output_dir=" + str(tmp_path / "b"))
-    with pytest.raises(KeyboardInterrupt):
-        run_entry(cfg)
+    kill_run(cfg, at=3)
     assert not (run_dir_for(cfg) / "results.json").exists()
-    monkeypatch.setattr(run_module, "train_steps", real)
     resumed = run_entry(cfg)
     for key in ("clean/error", "train/final_epoch_loss", "train/first_epoch_loss"):
         assert resumed[key] == straight[key], key

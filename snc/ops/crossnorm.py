@@ -152,6 +152,20 @@ def sample_cross_norm_args(
     }
 
 
+def restyle_affine(mean_c: torch.Tensor, std_c: torch.Tensor, mean_s: torch.Tensor,
+                   std_s: torch.Tensor, perm: Optional[torch.Tensor] = None,
+                   channel_perm: Optional[torch.Tensor] = None):
+    """``(scale, shift)`` with ``(x - mean_c) / std_c * std_s' + mean_s' = x * scale + shift``,
+    the style statistics taken from each sample's partner (``perm``) and channel
+    (``channel_perm``). Shared by the 2-D op and the masked 1-D op."""
+    if perm is not None:
+        mean_s, std_s = mean_s[perm], std_s[perm]
+    if channel_perm is not None:
+        mean_s, std_s = mean_s[:, channel_perm], std_s[:, channel_perm]
+    scale = std_s / std_c
+    return scale, mean_s - mean_c * scale
+
+
 def cross_norm(
     x: torch.Tensor,
     *,
@@ -181,12 +195,7 @@ def cross_norm(
         mean_s, std_s = mean_c, std_c
     else:
         mean_s, std_s = channel_stats(x, eps, style_box)
-    if perm is not None:
-        mean_s, std_s = mean_s[perm], std_s[perm]
-    if channel_perm is not None:
-        mean_s, std_s = mean_s[:, channel_perm], std_s[:, channel_perm]
-    scale = std_s / std_c
-    shift = mean_s - mean_c * scale
+    scale, shift = restyle_affine(mean_c, std_c, mean_s, std_s, perm, channel_perm)
     content = crop_region(x, content_box)
     restyled = (content.float() * scale + shift).to(x.dtype)
     if content_box is None:

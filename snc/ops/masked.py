@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from snc.ops.crossnorm import CrossNorm, sample_cross_norm_args
+from snc.ops.crossnorm import CrossNorm, restyle_affine, sample_cross_norm_args
 from snc.ops.options import ORDERS, check_choice
 from snc.ops.selfnorm import SelfNorm
 from snc.ops.stats import CROSSNORM_EPS, channel_stats
@@ -165,12 +165,7 @@ def masked_cross_norm(
         mean_s, std_s = mean_c, std_c
     else:
         mean_s, std_s = masked_channel_stats(x, style_region, eps)
-    if perm is not None:
-        mean_s, std_s = mean_s[perm], std_s[perm]
-    if channel_perm is not None:
-        mean_s, std_s = mean_s[:, channel_perm], std_s[:, channel_perm]
-    scale = std_s / std_c
-    shift = mean_s - mean_c * scale
+    scale, shift = restyle_affine(mean_c, std_c, mean_s, std_s, perm, channel_perm)
     restyled = (x.float() * scale + shift).to(x.dtype)
     if content_region is None:
         return restyled
