@@ -11,9 +11,8 @@ from PIL import Image
 from snc.errors import ConfigError
 from snc.models import get_backbone_spec, list_backbones
 from snc.ops import CROSSNORM_EPS, channel_stats
-from snc.viz import figures as F
 from snc.viz.__main__ import main
-from snc.viz.image import swap_stats, to_tensor
+from snc.viz.image import swap_stats
 from snc.viz.inversion import (
     InversionOptions,
     SiteReader,
@@ -114,7 +113,8 @@ def test_inversion_lowers_its_loss_and_keeps_shape_and_range(runs):
         target = read(x)
     init = 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
     lo, hi = net.normalize(torch.zeros(1, 3, 1, 1)), net.normalize(torch.ones(1, 3, 1, 1))
-    res = invert(read, target, init, InversionOptions(iterations=30, decay_every=5, bounds=(lo, hi)))
+    opts = InversionOptions(iterations=30, decay_every=5, bounds=(lo, hi))
+    res = invert(read, target, init, opts)
     assert res.losses[-1] < res.losses[0]
     assert res.image.shape == x.shape
     assert bool((res.image >= lo - 1e-6).all()) and bool((res.image <= hi + 1e-6).all())

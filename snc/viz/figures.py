@@ -17,7 +17,7 @@ import torch
 from snc.errors import ConfigError
 from snc.models.units import IMAGE
 from snc.ops import CROSSNORM_EPS, cross_norm
-from snc.viz.image import swap_stats, style_boxes, to_tensor, to_uint8, write_png
+from snc.viz.image import style_boxes, swap_stats, to_tensor, to_uint8, write_png
 from snc.viz.inversion import InversionOptions, SiteReader, invert
 from snc.viz.model import Network, Site
 
