@@ -89,7 +89,7 @@ def write_png(path: Path, rows: Sequence[Sequence[Optional[np.ndarray]]], scale:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid(rows, scale)).save(path)
+    Image.fromarray(grid(rows, scale)).save(path, optimize=True)
     if meta is not None:
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return path
