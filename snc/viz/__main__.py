@@ -48,7 +48,8 @@ def parse(argv: Sequence[str]):
     """``(figure, options)`` of a command line; unknown figures or keys fail naming the
     valid ones."""
     if not argv or argv[0] in ("-h", "--help"):
-        raise SystemExit(usage())
+        print(usage())
+        raise SystemExit(0 if argv else 2)
     figure, words = argv[0], list(argv[1:])
     if figure not in FIGURES:
         raise ConfigError(f"unknown figure {figure!r}; choose one of {', '.join(FIGURES)}")
