@@ -392,3 +392,19 @@ def test_cnsn_order():
     assert torch.allclose(c, cn(sn(x)))
     with pytest.raises(ValueError, match="choose one of cn_sn, sn_cn"):
         CNSN(cn=cn, order="sideways")
+
+
+def test_selfnorm_input_gradient_with_frozen_parameters():
+    """Feature inversion freezes the model and differentiates the image only."""
+    torch.manual_seed(0)
+    sn = SelfNorm(5).eval()
+    reference = SelfNorm(5).eval()
+    reference.load_state_dict(sn.state_dict())
+    for p in sn.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(3, 5, 6, 6, requires_grad=True)
+    (sn(x) ** 2).sum().backward()
+    y = x.detach().clone().requires_grad_()
+    (reference(y) ** 2).sum().backward()
+    assert torch.allclose(x.grad, y.grad, atol=1e-6)
+    assert all(p.grad is None for p in sn.parameters())

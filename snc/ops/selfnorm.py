@@ -54,11 +54,15 @@ class _SelfNormOneGate(torch.autograd.Function):
         grad_g = torch.linalg.vecdot(grad_flat, flat).unsqueeze(-1)
         # retain_graph: the gate graph is tiny, and an outer backward(retain_graph=True) may
         # call this backward again
-        grads = torch.autograd.grad(g, (mean_leaf, std_leaf) + tuple(params), grad_g,
+        # frozen parameters (feature inversion, fine-tuning around a fixed unit) get no gradient
+        trainable = [p for p in params if p.requires_grad]
+        grads = torch.autograd.grad(g, [mean_leaf, std_leaf] + trainable, grad_g,
                                     allow_unused=True, retain_graph=True)
         grad_x = stats_backward(flat, mean, std, grads[0], grads[1])
         grad_x.addcmul_(grad_flat, g.detach())
-        return (grad_x.reshape(x.shape).to(x.dtype), None, None) + tuple(grads[2:])
+        by_param = iter(grads[2:])
+        param_grads = tuple(next(by_param) if p.requires_grad else None for p in params)
+        return (grad_x.reshape(x.shape).to(x.dtype), None, None) + param_grads
 
 
 class SelfNorm(nn.Module):

@@ -201,17 +201,10 @@ def install_probes(model: nn.Module, sites: Sequence[Site]) -> None:
 
 
 def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode, gradients off. SelfNorm units keep ``requires_grad`` on their parameters:
-    the fused one-gate backward of :mod:`snc.ops.selfnorm` differentiates its gate parameters
-    and fails when they do not require grad; :func:`snc.viz.inversion.invert` takes the
-    gradient of the image only, so the weights still never change."""
+    """Eval mode, every parameter frozen (the inversion differentiates the image only)."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    for m in model.modules():
-        if isinstance(m, SelfNorm):
-            for p in m.parameters():
-                p.requires_grad_(True)
     return model
 
 
