@@ -14,6 +14,8 @@ and ImageNet scripts; 32 for the 4-GPU consistency script; 96 rows of the 3-view
 DataParallel's order for the 8-GPU AugMix script; none where no official script exists), and
 ``paper.official`` on every CN paper preset (its run script's ``active_num``/``prob``, which
 ``sweep=appendix_grid`` adds to the grid as ``paper.appendix_grid`` when it lies outside).
+Then (Table 1 baselines): the ``augment`` group (``augment: {name: none}`` on every preset that
+does not run a Table 1 baseline: the batch goes to the objective untouched, as before).
 The ``official_*`` presets (run scripts without a paper cell) came later and are pinned by
 ``tests/test_make_presets.py`` and ``tests/test_ddp_fidelity.py`` instead.
 """
@@ -80,6 +82,7 @@ def migrate(old: dict, name: str = "") -> dict:
     new.update(max_steps=None, eval_every_steps=1024, wait_for_lock=False, verbose=False)
     new["optimizer"]["name"] = "sgd"
     new["schedule"]["power"] = 0.9
+    new["augment"] = {"name": "none"}
     return new
 
 

@@ -7,7 +7,8 @@ The example to read before writing a task of your own. The recipe:
 2. **Data and model** (``setup``): the dataset registry gives the train/test loaders and the
    corrupted test sets (published or generated once); ``build_network`` builds the backbone
    with its SN/CN units from the typed unit options.
-3. **Training step**: the objective (``ce``, ``cn``, ``consistency``, ``augmix``) turns a batch
+3. **Training step**: the ``augment`` option (a Table 1 baseline: cutout, mixup, cutmix,
+   autoaugment, adversarial; :mod:`snc.data.augment`) transforms the batch; then the objective (``ce``, ``cn``, ``consistency``, ``augmix``) turns a batch
    into a loss; the CN controller decides per step whether CN acts.
 4. **Evaluation**: clean top-1 (and top-5) error counted over every sample; at the end every
    (corruption, severity) error, CIFAR mCE (plain mean) or ImageNet mCE (AlexNet-normalized).
@@ -24,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from snc.config import unit_options
+from snc.data.augment import BatchAugment, check_options
 from snc.data.datasets import Data, Source, build_data, check_source, data_identity, get_source
 from snc.errors import ConfigError
 from snc.eval.robustness import clean_error, corruption_metrics, evaluate_corruptions
@@ -48,7 +50,16 @@ def method_name(cfg: DictConfig) -> str:
         name += "-augmix"
     if cfg.objective.name == "consistency":
         name += "-consistency"
+    augment = augment_name(cfg)
+    if augment != "none":
+        name += f"-{augment}"
     return name
+
+
+def augment_name(cfg: DictConfig) -> str:
+    """The ``augment`` option (``none`` when the group is absent, as in older run configs)."""
+    augment = cfg.get("augment")
+    return "none" if augment is None else str(augment.get("name", "none"))
 
 
 def build_network(cfg: DictConfig, num_classes: int, pretrained: bool = True
@@ -84,8 +95,16 @@ class Classify(Task):
                               "use ibn=none")
         _, cn, _ = unit_options(cfg)
         self.cn_options = cn
+        self.augment = augment_name(cfg)
+        self.augment_options = (OmegaConf.to_container(cfg.augment, resolve=True)
+                                if self.augment != "none" else {})
+        problem = check_options(self.augment, self.augment_options)
+        if problem:
+            raise ConfigError(problem)
         self.objective = objectives.resolve_objective(
-            cfg.objective.name, cn_enabled=cn is not None, augmix_enabled=cfg.augmix.enabled)
+            cfg.objective.name, cn_enabled=cn is not None, augmix_enabled=cfg.augmix.enabled,
+            augment=self.augment)
+        self.batch_augment: Optional[BatchAugment] = None
         self.objective_cfg = objectives.ObjectiveConfig(
             consist_wt=cn.consist_wt if cn is not None else 10.0,
             jsd_weight=cfg.augmix.jsd_weight,
@@ -132,10 +151,28 @@ class Classify(Task):
             data.info["corrupted_set"] = "generated" if data.corrupted.generated else "published"
         self.data, self.train, self.progress = data, data.train, ctx.progress
         self.info = {"objective": self.objective, **data.info}
+        if self.augment != "none":  # augment=none builds nothing and draws nothing
+            # its own stream, per rank (as the loader's augmentation draws), checkpointed
+            self.batch_augment = BatchAugment(
+                self.augment, self.augment_options, self.cfg.dataset.mean, self.cfg.dataset.std,
+                seed=int(self.cfg.seed) + 104_729 + 7919 * ctx.rank, device=ctx.device,
+                channels_last=bool(self.cfg.channels_last))
+            self.info["augment"] = self.augment
 
     def training_step(self, model, batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        if self.batch_augment is not None:
+            batch = self.batch_augment(model, batch)
         return objectives.REGISTRY[self.objective](model, batch, self.model.cn_controller,
                                                    self.objective_cfg)
+
+    def state_dict(self) -> Dict[str, Any]:
+        if self.batch_augment is None:
+            return {}
+        return {"augment": self.batch_augment.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.batch_augment is not None and "augment" in state:
+            self.batch_augment.load_state_dict(state["augment"])
 
     def evaluate(self, model) -> Dict[str, float]:
         return clean_error(model, self.data.test, self.data.num_classes, self.cfg.amp)

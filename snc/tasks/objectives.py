@@ -21,6 +21,12 @@ DataParallel batch ``cat(clean, aug1, aug2)`` and cut into ``bn_batch``-row Batc
 so most of them hold one view and the running statistics come from the first, clean, one
 (:func:`snc.distributed.forward_views` declares the 3 views; :mod:`snc.distributed`).
 
+Mixed labels (``augment=mixup|cutmix``): the labels of a batch may be
+:class:`snc.data.augment.MixedLabels` ``(a, b, lam)``; every CE term of ``ce``, ``cn`` and
+``consistency`` is then ``lam * CE(a) + (1 - lam) * CE(b)`` (the Mixup / CutMix references'
+loss, equal to CE against their soft targets) via :func:`cross_entropy`; the JSD terms need no
+labels. ``augmix`` refuses any ``augment`` option (see :func:`resolve_objective`).
+
 ``JSD(p0, p1, p2) = mean_i KL(p_i || M)``, ``M = clamp(mean_i p_i, 1e-7, 1)``, each KL summed
 over classes and averaged over the batch; nothing is detached.
 """
@@ -33,6 +39,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from snc.data.augment import MixedLabels
 from snc.distributed import forward_views
 from snc.errors import ConfigError
 from snc.ops import CrossNormController
@@ -55,6 +62,14 @@ def jsd(logits: Sequence[torch.Tensor]) -> torch.Tensor:
 Result = Tuple[torch.Tensor, Dict[str, torch.Tensor]]
 
 
+def cross_entropy(logits: torch.Tensor, y) -> torch.Tensor:
+    """CE of ``(B, K)`` logits against integer labels ``(B,)`` or :class:`MixedLabels`
+    (``lam * CE(a) + (1 - lam) * CE(b)``); plain labels give exactly ``F.cross_entropy``."""
+    if isinstance(y, MixedLabels):
+        return y.lam * F.cross_entropy(logits, y.a) + (1 - y.lam) * F.cross_entropy(logits, y.b)
+    return F.cross_entropy(logits, y)
+
+
 def cn_consistency(model, x: torch.Tensor, clean_logits: torch.Tensor,
                    ctrl: CrossNormController) -> torch.Tensor:
     """JSD of the clean prediction and two CN forwards of ``x``, each drawing its own units,
@@ -68,21 +83,21 @@ def cn_consistency(model, x: torch.Tensor, clean_logits: torch.Tensor,
 
 def ce(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
     x, y = batch
-    loss = F.cross_entropy(model(x), y)
+    loss = cross_entropy(model(x), y)
     return loss, {"ce": loss.detach()}
 
 
 def cn(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
     x, y = batch
     with ctrl.step() as on:
-        loss = F.cross_entropy(model(x), y)
+        loss = cross_entropy(model(x), y)
     return loss, {"ce": loss.detach(), "cn_on": torch.tensor(float(on))}
 
 
 def consistency(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
     x, y = batch
     clean = model(x)
-    loss = F.cross_entropy(clean, y)
+    loss = cross_entropy(clean, y)
     logs = {"ce": loss.detach(), "cn_on": torch.tensor(0.0)}
     if ctrl.draw():
         term = cn_consistency(model, x, clean, ctrl)
@@ -120,19 +135,40 @@ REGISTRY: Dict[str, Callable[..., Result]] = {
 }
 
 
-def resolve_objective(name: str, *, cn_enabled: bool, augmix_enabled: bool) -> str:
+# objectives that take MixedLabels (augment=mixup|cutmix) and single-view batches (any augment)
+AUGMENT_OBJECTIVES = ("ce", "cn", "consistency")
+
+
+def resolve_objective(name: str, *, cn_enabled: bool, augmix_enabled: bool,
+                      augment: str = "none") -> str:
     """``auto`` picks as the official scripts do: augmix if AugMix is on, cn if CN is on, else
-    ce. Explicit names are checked against the rest of the config."""
+    ce. Explicit names are checked against the rest of the config.
+
+    ``augment`` (a Table 1 baseline, :mod:`snc.data.augment`) works with ``ce``, ``cn`` and
+    ``consistency``: it transforms the single-view batch the objective then uses (mixup/cutmix
+    labels enter every CE term mixed). It is refused with AugMix (``augmix=on`` /
+    ``objective=augmix``): AugMix builds its 3 views from the uint8 batch inside the loader,
+    before the augment option runs, and mixing/cutting/attacking the 3 views consistently is
+    neither a published baseline nor defined by the references.
+    """
     if name == "auto":
-        return "augmix" if augmix_enabled else ("cn" if cn_enabled else "ce")
-    if name not in REGISTRY:
+        resolved = "augmix" if augmix_enabled else ("cn" if cn_enabled else "ce")
+    elif name not in REGISTRY:
         raise ConfigError(f"unknown objective {name!r}; choose auto or one of "
                          f"{', '.join(REGISTRY)}")
-    if name in ("cn", "consistency") and not cn_enabled:
-        raise ConfigError(f"objective={name} needs CrossNorm units: add cn=on")
-    if name == "augmix" and not augmix_enabled:
-        raise ConfigError("objective=augmix needs AugMix views: add augmix=on")
-    if augmix_enabled and name != "augmix":
-        raise ConfigError(f"augmix=on makes 3-view batches, which objective={name} cannot use; "
-                         "use objective=augmix (or auto)")
-    return name
+    else:
+        resolved = name
+        if name in ("cn", "consistency") and not cn_enabled:
+            raise ConfigError(f"objective={name} needs CrossNorm units: add cn=on")
+        if name == "augmix" and not augmix_enabled:
+            raise ConfigError("objective=augmix needs AugMix views: add augmix=on")
+        if augmix_enabled and name != "augmix":
+            raise ConfigError(f"augmix=on makes 3-view batches, which objective={name} cannot "
+                             "use; use objective=augmix (or auto)")
+    if augment != "none" and resolved not in AUGMENT_OBJECTIVES:
+        raise ConfigError(
+            f"augment={augment} cannot combine with objective={resolved}"
+            + (" (augmix=on)" if augmix_enabled else "")
+            + ": AugMix makes its 3 views in the loader and no reference defines "
+            f"{augment} on them; use augmix=off, or augment=none with AugMix")
+    return resolved
