@@ -54,6 +54,25 @@ PAPER_POSITIONS = {
 }
 
 
+# Table 1 baselines: (preset suffix, augment option, paper column). The CNSN paper takes these
+# columns from the AugMix paper's Table 1 (Hendrycks et al., ICLR 2020), whose baselines train
+# with the Basic recipe plus the method; the presets are the Basic preset + the augment option.
+TABLE1_BASELINES = [("cutout", "cutout", "Cutout"), ("mixup", "mixup", "Mixup"),
+                    ("cutmix", "cutmix", "CutMix"), ("autoaugment", "autoaugment", "AutoAug"),
+                    ("advtrain", "adversarial", "AdvTr.")]
+BASELINE_NOTES = {
+    "cutout": "Cutout (DeVries & Taylor 2017): one 16x16 square per image, configs/augment/"
+              "cutout.yaml; the Basic recipe otherwise.",
+    "mixup": "Mixup (Zhang et al. 2018), alpha 1, configs/augment/mixup.yaml; the Basic recipe "
+             "otherwise.",
+    "cutmix": "CutMix (Yun et al. 2019), alpha 1, prob 1, configs/augment/cutmix.yaml; the "
+              "Basic recipe otherwise.",
+    "autoaugment": "AutoAugment (Cubuk et al. 2019), CIFAR-10 policy, configs/augment/"
+                   "autoaugment.yaml; the Basic recipe otherwise.",
+    "adversarial": "PGD l_inf adversarial training, configs/augment/adversarial.yaml (epsilon, "
+                   "steps: see its comment); the Basic recipe otherwise.",
+}
+
 # the paper's appendix grid; a preset whose official setting lies outside it adds that point
 GRID = [(1, 0.25), (1, 0.5), (2, 0.25), (2, 0.5)]
 
@@ -239,6 +258,12 @@ def cifar_presets() -> Dict[str, str]:
                 position=POSITIONS[aug_s["pos"]], crop=aug_s["crop"],
                 values=run_settings(aug_s, with_cn=True), bn=BN(1, aug_s["batch_size"], views=3),
                 note="Settings: " + src.format(dataset, model, "cnsn-augmix"))
+            for suffix, option, column in TABLE1_BASELINES:
+                files[f"table1_{stem}_{suffix}"] = preset(
+                    f"table1_{stem}_{suffix}", f"Paper Table 1, {row}, {column}, {ds_label}",
+                    [cell("table1", row, column, dataset)], dataset=dataset, backbone=backbone,
+                    extra_defaults=[{"override /augment": option}],
+                    note=BASELINE_NOTES[option])
             con_s = script(dataset, model, "cnsn-consist")
             files[f"official_{stem}_sncn_consistency"] = preset(
                 f"official_{stem}_sncn_consistency",

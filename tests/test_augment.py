@@ -287,3 +287,44 @@ def test_kill_and_resume_with_an_augment_equals_an_uninterrupted_run(make_cfg, m
     resumed = run_entry(cfg)
     for key in ("clean/error", "train/final_epoch_loss", "train/first_epoch_loss"):
         assert resumed[key] == straight[key], key
+
+
+BASELINE_PRESETS = {"cutout": ("cutout", "Cutout"), "mixup": ("mixup", "Mixup"),
+                    "cutmix": ("cutmix", "CutMix"), "autoaugment": ("autoaugment", "AutoAug"),
+                    "advtrain": ("adversarial", "AdvTr.")}
+
+
+@pytest.mark.parametrize("suffix", sorted(BASELINE_PRESETS))
+def test_table1_baseline_presets_name_their_option_and_cell(make_cfg, suffix):
+    option, column = BASELINE_PRESETS[suffix]
+    for dataset in ("cifar10", "cifar100"):
+        for backbone in ("allconv", "densenet40_12", "wrn40_2", "resnext29_4x32d"):
+            cfg = make_cfg(f"experiment=table1_{dataset}_{backbone}_{suffix}", tiny=False)
+            assert cfg.augment.name == option and cfg.augmix.enabled is False
+            assert cfg.sn.name == "off" and cfg.cn.name == "off"
+            (cell,) = cfg.paper.cells
+            assert (cell.table, cell.column, cell.dataset) == ("table1", column, dataset)
+
+
+def test_a_baseline_preset_fills_its_table1_cell_in_the_report(tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(root / "train.py"), "experiment=table1_cifar10_wrn40_2_mixup",
+           "dataset=synthetic", "backbone=wrn16_2", "+backbone.overrides.depth=10",
+           "+backbone.overrides.widen_factor=1", "dataset.num_train=64", "dataset.num_test=32",
+           "epochs=1", "batch_size=32", "eval_batch_size=32", "device=cpu", "logger=none",
+           "progress=false", f"paths.output_dir={out}", f"paths.data_dir={tmp_path / 'data'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "report.py"), str(out),
+                           "--out", str(tmp_path / "report")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(tmp_path / "report" / "report.csv")))
+    assert {(r["table"], r["row"], r["column"]) for r in rows} == {
+        ("table1", "WideResNet", "Mixup")}
+    assert float(rows[0]["published"]) == 22.3 and rows[0]["ours"]

@@ -22,7 +22,7 @@ PRESETS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"
 PAPER_PRESETS = [p for p in PRESETS if p != "demo" and not p.endswith("_demo")]
 # Baselines of the published tables that this framework does not implement (external recipes
 # or data): their cells are shown with the published number only.
-NOT_IMPLEMENTED = {("table1", c) for c in ("Cutout", "Mixup", "CutMix", "AutoAug", "AdvTr.")} | {
+NOT_IMPLEMENTED = {
     ("table2", r) for r in ("Patch Uniform", "Random AA*", "MaxBlur pool", "SIN", "AugMix*")} | {
     ("table13", "Stylized-ImageNet")} | {("table3", "DR")}
 
