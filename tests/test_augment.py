@@ -9,8 +9,19 @@ import pytest
 import torch
 import torch.nn as nn
 
-from snc.data.augment import (AutoAugment, BatchAugment, CutMix, Cutout, MixedLabels, Mixup,
-                              cutmix_box, cutout_boxes, pgd_linf, sample_lambda, to_uint8)
+from snc.data.augment import (
+    AutoAugment,
+    BatchAugment,
+    CutMix,
+    Cutout,
+    MixedLabels,
+    Mixup,
+    cutmix_box,
+    cutout_boxes,
+    pgd_linf,
+    sample_lambda,
+    to_uint8,
+)
 from snc.data.augmix import normalize
 from snc.engine import run as run_entry
 from snc.engine.runner import run_dir_of, validate
@@ -127,7 +138,7 @@ def test_cutmix_prob_skips_batches():
     assert 0.4 < np.mean(mixed) < 0.6
 
 
-# ----- AutoAugment ---------------------------------------------------------------------------------
+# ----- AutoAugment ------------------------------------------------------------------------
 def test_autoaugment_draws_one_subpolicy_per_image_with_its_probabilities():
     aa = AutoAugment("cifar10")
     assert len(aa.policies) == 25
@@ -145,8 +156,8 @@ def test_autoaugment_per_image_equals_torchvision_ops():
     aa = AutoAugment("cifar10")
     images = torch.randint(0, 256, (25, 3, 32, 32), dtype=torch.uint8)
     for negate in (False, True):
-        aa.draw = lambda b, g: (torch.arange(25), torch.ones(25, 2, dtype=torch.bool),
-                                torch.full((25, 2), negate))
+        aa.draw = lambda b, g, negate=negate: (
+            torch.arange(25), torch.ones(25, 2, dtype=torch.bool), torch.full((25, 2), negate))
         out = aa.augment_uint8(images, gen())
         tf = aa.transform
         for k, policy in enumerate(aa.policies):
@@ -194,7 +205,7 @@ def test_pgd_increases_the_loss_and_respects_epsilon():
     assert ce(model(adv), y) >= ce(model(weak), y) - 1e-4
 
 
-# ----- config, objectives, runs ---------------------------------------------------------------------
+# ----- config, objectives, runs ------------------------------------------------------------
 @pytest.mark.parametrize("overrides, match", [
     (["augment.name=bogus"], "unknown augment 'bogus'"),
     (["augment=mixup", "augment.alpha=0"], "alpha > 0"),

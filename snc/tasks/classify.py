@@ -8,7 +8,8 @@ The example to read before writing a task of your own. The recipe:
    corrupted test sets (published or generated once); ``build_network`` builds the backbone
    with its SN/CN units from the typed unit options.
 3. **Training step**: the ``augment`` option (a Table 1 baseline: cutout, mixup, cutmix,
-   autoaugment, adversarial; :mod:`snc.data.augment`) transforms the batch; then the objective (``ce``, ``cn``, ``consistency``, ``augmix``) turns a batch
+   autoaugment, adversarial; :mod:`snc.data.augment`) transforms the batch; then the
+   objective (``ce``, ``cn``, ``consistency``, ``augmix``) turns a batch
    into a loss; the CN controller decides per step whether CN acts.
 4. **Evaluation**: clean top-1 (and top-5) error counted over every sample; at the end every
    (corruption, severity) error, CIFAR mCE (plain mean) or ImageNet mCE (AlexNet-normalized).
