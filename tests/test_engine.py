@@ -193,6 +193,7 @@ def test_typed_options_reach_the_units_unchanged(make_cfg):
     (["crop=both"], "but cn=off: add cn=on"),
     (["task.name=segmentation_typo"], "unknown task 'segmentation_typo'; choose one of"),
     (["optimizer.name=rmsprop"], "optimizer.name='rmsprop'; choose one of sgd, adam"),
+    (["task=text", "augment=mixup"], "augment=mixup is a classification baseline"),
 ])
 def test_invalid_options_fail_before_a_run_folder_exists(make_cfg, tmp_path, overrides,
                                                            match):

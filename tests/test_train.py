@@ -41,7 +41,8 @@ def test_every_backbone_and_position_composes_and_builds(make_cfg, backbone):
         assert build_network(cfg, 10).cn_controller is not None
 
 
-@pytest.mark.parametrize("group", ["dataset", "sn", "cn", "crop", "augmix", "ibn", "objective",
+@pytest.mark.parametrize("group", ["dataset", "sn", "cn", "crop", "augmix", "augment", "ibn",
+                                   "objective",
                                    "logger", "sweep", "debug"])  # experiment: test_presets.py
 def test_every_group_option_composes(make_cfg, group):
     for option in options(group):

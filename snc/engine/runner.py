@@ -93,6 +93,10 @@ def validate(cfg: DictConfig) -> Task:
         raise ConfigError(f"schedule.name={cfg.schedule.name!r}; choose one of "
                           f"{', '.join(SCHEDULES)}")
     unit_options(cfg)
+    augment = (cfg.get("augment") or {}).get("name", "none")
+    if augment != "none" and cfg.task.name != "classify":
+        raise ConfigError(f"augment={augment} is a classification baseline (Table 1); "
+                          f"task={cfg.task.name} has its own augmentation: use augment=none")
     return get_task(cfg.task.name)(cfg)
 
 
