@@ -163,14 +163,10 @@ def _sweep_choice() -> Optional[str]:
 
 
 def _resume_point(run_dir: Path) -> str:
-    """``new``, or ``resumed (epoch k)`` from the checkpoint that is there."""
-    for name in ("last.pt", "prev.pt"):
-        try:
-            state = load_checkpoint(run_dir / "ckpt" / name)
-            return f"resumed (from {name} at step {state['step']})"
-        except Exception:  # missing or torn: load_resumable says which when it matters
-            continue
-    return "new"
+    """``new``, or ``resumed`` when a checkpoint is there (the resume line says which and
+    where; loading it here too would read a large file twice)."""
+    ckpt = run_dir / "ckpt"
+    return "resumed" if (ckpt / "last.pt").exists() or (ckpt / "prev.pt").exists() else "new"
 
 
 def _holds_a_run(run_dir: Path) -> bool:
