@@ -258,3 +258,21 @@ def test_find_results_sets_run_dir(tmp_path):
     write_runs(tmp_path, {"a/r1": classify_run("a", 40.0)})
     (run,) = find_results([tmp_path])
     assert run["run_dir"] == str(tmp_path / "a" / "r1")
+
+
+def test_paper_cell_of_a_grid_says_whether_it_is_the_official_setting():
+    cells = (("table1", "WideResNet", "SNCN", "cifar10"),)
+    official = {"active_num": 2, "prob": 0.25}
+    grid = [classify_run("p", base, dataset="cifar10", backbone="wrn40_2", active_num=a,
+                         prob=p, cells=cells, paper_official=official)
+            for a, p, base in ((1, 0.25, 41.0), (1, 0.5, 38.5), (2, 0.25, 40.0), (2, 0.5, 39.0))]
+    (entry,) = compare(grid)
+    assert entry["settings"] == "active_num=1, prob=0.5"  # best of grid by mCE
+    official_mce = grid[2]["mce"]
+    assert entry["official"] == (f"the official script's setting (active_num 2, prob 0.25) "
+                                 f"gives {official_mce:.1f}")
+    (entry,) = compare([grid[0], grid[1]])  # the official setting was not run
+    assert entry["official"] == "the official script's setting (active_num 2, prob 0.25) " \
+        "was not run"
+    (entry,) = compare([grid[2], grid[0]])
+    assert entry["official"] == "the chosen setting is the official script's"

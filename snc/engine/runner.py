@@ -263,6 +263,10 @@ def _meta(cfg: DictConfig, task: Task, model: torch.nn.Module, run_dir: Path,
         "cn_prob": cn.prob if cn is not None else None,
         "paper_cells": (OmegaConf.to_container(cfg.paper.cells, resolve=True)
                         if cfg.get("paper") and cfg.paper.get("cells") else []),
+        # the official run script's (active_num, prob): the report says whether a grid's
+        # chosen setting is it
+        "paper_official": (OmegaConf.to_container(cfg.paper.official, resolve=True)
+                           if cfg.get("paper") and cfg.paper.get("official") else None),
         **task.info,
     }
 

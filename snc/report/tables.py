@@ -104,8 +104,30 @@ def compare(runs: Sequence[Dict]) -> List[Dict]:
                 "trained_on": first.get("dataset"), "backbone": first.get("backbone"),
                 "corrupted_set": first.get("corrupted_set"), "marks": " ".join(marks(best.runs)),
                 "best_run": ";".join(best.run_dirs()), "best_runs": best.runs,
+                "official": _official_note(first.get("paper_official"), variants, best, metric,
+                                           _digits(load_published()[table]) if known else 1),
             })
     return entries
+
+
+def _official_note(official: Optional[Dict], variants, best, metric: Optional[str],
+                   digits: int) -> str:
+    """Whether a grid's chosen setting is the official run script's one (``paper.official``
+    of the preset); the official setting's own number when it is not."""
+    if not official or len(variants) < 2:
+        return ""
+    point = (official.get("active_num"), official.get("prob"))
+
+    def setting(v):
+        return (v.runs[0].get("cn_active_num"), v.runs[0].get("cn_prob"))
+
+    if setting(best) == point:
+        return "the chosen setting is the official script's"
+    off = next((v for v in variants if setting(v) == point), None)
+    text = f"the official script's setting (active_num {point[0]}, prob {point[1]})"
+    if off is None or metric is None:
+        return text + " was not run"
+    return text + f" gives {_mean_std(off.mean(metric), off.std(metric), off.n, digits)}"
 
 
 def _fmt(x: Optional[float], digits: int = 1) -> str:
@@ -142,6 +164,8 @@ def _entry_line(e: Dict, digits: int) -> str:
                 else f"{e['variants']} settings ({e['runs']} runs, seeds pooled)")
         text += (f"; best of {kind} by {direction} "
                  f"{label(e['selected_by']).split(' (')[0]} ({e['settings']})")
+    if e.get("official"):
+        text += f"; {e['official']}"
     names = ", ".join(_run_name(d) for d in e["best_run"].split(";"))
     return text + f": {names}"
 
