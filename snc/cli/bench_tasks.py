@@ -54,7 +54,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -147,6 +147,31 @@ def optimizer_for(cfg, groups) -> torch.optim.Optimizer:
         return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
     return torch.optim.SGD(groups, lr=lr, momentum=float(o.get("momentum", 0.9)),
                            nesterov=bool(o.get("nesterov", False)), weight_decay=wd)
+
+
+def task_step_timer(task, model, opt, batches: Iterator, device: torch.device, amp: str,
+                    after: Optional[Callable[[Any], None]] = None) -> Callable[[], float]:
+    """One timed training step of ``task`` on snc's path (data, forward, backward, update, and
+    the task's per-step hook), synchronised on CUDA; ``after(batch)`` runs inside the timing."""
+    step_no = [0]
+
+    def step() -> float:
+        sync(device)
+        start = time.perf_counter()
+        batch = next(batches)
+        with autocast_context(device, amp):
+            loss, _ = task.training_step(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step_no[0] += 1
+        task.after_step(model, step_no[0])
+        if after is not None:
+            after(batch)
+        sync(device)
+        return time.perf_counter() - start
+
+    return step
 
 
 def header(cfg, device, extra: str) -> str:
@@ -257,21 +282,7 @@ def bench_fixmatch(argv: Sequence[str]) -> int:
         stream = iter(task.train)
         b, mu = int(cfg.batch_size), int(o.mu)
         per_step = b + 2 * mu * b
-        step_no = [0]
-
-        def snc_step() -> float:
-            sync(device)
-            start = time.perf_counter()
-            batch = next(stream)
-            with autocast_context(device, str(cfg.amp)):
-                loss, _ = task.training_step(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step_no[0] += 1
-            task.after_step(model, step_no[0])
-            sync(device)
-            return time.perf_counter() - start
+        snc_step = task_step_timer(task, model, opt, stream, device, str(cfg.amp))
 
         # the reference: same data, labeled split, network and optimizer settings
         source = get_source(cfg, Path(cfg.paths.data_dir))
@@ -467,17 +478,7 @@ def bench_segment(argv: Sequence[str]) -> int:
         opt = optimizer_for(cfg, task.param_groups(model))
         batches = forever(lambda: iter(task.train))
 
-        def snc_step() -> float:
-            sync(device)
-            start = time.perf_counter()
-            batch = next(batches)
-            with autocast_context(device, str(cfg.amp)):
-                loss, _ = task.training_step(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sync(device)
-            return time.perf_counter() - start
+        snc_step = task_step_timer(task, model, opt, batches, device, str(cfg.amp))
 
         train_set = task.train.dataset
         workers = opt_b["workers"]
@@ -611,18 +612,8 @@ def bench_text(argv: Sequence[str]) -> int:
         batches = forever(lambda: iter(task.train))
         sizes: List[int] = []
 
-        def train_step() -> float:
-            sync(device)
-            start = time.perf_counter()
-            batch = next(batches)
-            with autocast_context(device, str(cfg.amp)):
-                loss, _ = task.training_step(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sync(device)
-            sizes.append(len(batch[1]))
-            return time.perf_counter() - start
+        train_step = task_step_timer(task, model, opt, batches, device, str(cfg.amp),
+                                     after=lambda batch: sizes.append(len(batch[1])))
 
         glove_src = Path(str(cfg.dataset.glove_path))
         dim = int(cfg.dataset.glove_dim)
