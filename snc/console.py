@@ -36,9 +36,13 @@ def error_line(err: BaseException) -> str:
     return f"snc: error: {err}"
 
 
-def header(cfg: DictConfig, meta: Mapping[str, Any], run_dir: Path, *, resumed: str,
-           world: int) -> List[str]:
-    """Three lines: where the run lives and whether it is new; what is trained; how."""
+def run_line(run_dir: Path, resumed: str) -> str:
+    """The header's first line, printed before the (possibly long) set-up."""
+    return f"[snc] {resumed} run: {run_dir}"
+
+
+def header(cfg: DictConfig, meta: Mapping[str, Any], *, world: int) -> List[str]:
+    """The header's other two lines, once the model is built: what is trained; how."""
     units = []
     if meta.get("sn_units") or meta.get("se_units"):
         sn = cfg.sn
@@ -52,7 +56,6 @@ def header(cfg: DictConfig, meta: Mapping[str, Any], run_dir: Path, *, resumed: 
               else f"{cfg.epochs} epochs")
     place = meta.get("position", "default")
     return [
-        f"[snc] {resumed} run: {run_dir}",
         f"      {meta['task']} | {meta['dataset']} | {meta['backbone']} | {meta['method']}"
         f" at {place} | {meta['num_params']:,} parameters",
         f"      {', '.join(units) or 'no SN/CN units'} | {length}, batch {cfg.batch_size} | "

@@ -96,6 +96,42 @@ def download_resumable(url: str, dest: Path, md5: str, *, progress: bool = True,
     return dest
 
 
+def check_archive(path: Path, md5: Optional[str]) -> None:
+    """Raises ConfigError when ``path`` does not match its published MD5 (None: no check)."""
+    from snc.errors import ConfigError
+
+    if md5 is None:
+        return
+    actual = md5_file(path)
+    if actual != md5:
+        raise ConfigError(f"{path} has MD5 {actual}, expected {md5}: the archive is truncated "
+                          "or corrupt; delete it and download it again")
+
+
+def ensure_archive(archive: Path, url: str, md5: Optional[str], *, download: bool,
+                   missing: str) -> Path:
+    """``archive``, downloaded (resumable) when it is absent and ``download`` is on, checked
+    against ``md5``.
+
+    Raises:
+        ConfigError: absent with ``download`` off (``missing`` says where to get it), a failed
+            download, or an MD5 mismatch.
+    """
+    from snc.errors import ConfigError
+
+    archive = Path(archive)
+    if not archive.exists():
+        if not download:
+            raise ConfigError(missing)
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            download_resumable(url, archive, md5)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    check_archive(archive, md5)
+    return archive
+
+
 def _safe_extract(archive: Path, root: Path) -> None:
     with tarfile.open(archive) as tar:
         if hasattr(tarfile, "data_filter"):

@@ -455,15 +455,14 @@ def _execute(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
     if info.is_main:
         (run_dir / "config.yaml").write_text(resolved)
     progress = use_tqdm(cfg.get("progress", "auto")) and info.is_main
-    resumed = _resume_point(run_dir)
-    log.info("[snc] %s run: %s", resumed, run_dir)
+    log.info(console.run_line(run_dir, _resume_point(run_dir)))
     r = _build_run(cfg, task, device, run_dir, info, progress)
     r.resume()
     meta = _meta(cfg, task, r.model, run_dir, device)
     # runs that differ only by seed share a setting_hash (the report pools them as seeds)
     meta["setting_hash"] = config_hash(cfg, identity, drop=("seed",))
     meta["sweep"] = _sweep_choice()
-    for line in console.header(cfg, meta, run_dir, resumed=resumed, world=info.world)[1:]:
+    for line in console.header(cfg, meta, world=info.world):
         log.info(line)
     trackers = _start_trackers(r, meta)
     if r.step > 0:  # resumed: the trackers get the history the local file holds

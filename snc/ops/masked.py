@@ -30,10 +30,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 import torch
-from torch import nn
 
+from snc.ops.cnsn import CNSN
 from snc.ops.crossnorm import CrossNorm, restyle_affine, sample_cross_norm_args
-from snc.ops.options import ORDERS, check_choice
 from snc.ops.selfnorm import SelfNorm
 from snc.ops.stats import CROSSNORM_EPS, channel_stats
 
@@ -229,7 +228,7 @@ class MaskedSelfNorm(SelfNorm):
         return torch.where(valid.unsqueeze(1), out, x)
 
 
-class MaskedCNSN(nn.Module):
+class MaskedCNSN(CNSN):
     """One site on a sequence: MaskedCrossNorm and/or MaskedSelfNorm in ``order``.
 
     Args:
@@ -237,16 +236,6 @@ class MaskedCNSN(nn.Module):
         sn: the SelfNorm unit, or None.
         order: ``cn_sn`` (official) or ``sn_cn``.
     """
-
-    def __init__(self, cn: Optional[MaskedCrossNorm] = None, sn: Optional[MaskedSelfNorm] = None,
-                 order: str = "cn_sn") -> None:
-        super().__init__()
-        check_choice("CNSN order", order, ORDERS)
-        if cn is None and sn is None:
-            raise ValueError("a CNSN unit needs a CrossNorm or a SelfNorm unit")
-        self.cn = cn
-        self.sn = sn
-        self.order = order
 
     def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
         first, second = (self.cn, self.sn) if self.order == "cn_sn" else (self.sn, self.cn)

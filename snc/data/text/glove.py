@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from snc.atomic import atomic_open
-from snc.data.download import download_resumable, md5_file
+from snc.data.download import ensure_archive, md5_file
 from snc.errors import ConfigError
 
 log = logging.getLogger("snc")
@@ -66,18 +66,8 @@ def prepare_glove(folder: Path, name: str = "glove.6B.100d.txt", *, url: str = G
     target = folder / name
     if target.exists():
         return target
-    archive = folder / "glove.6B.zip"
-    if not archive.exists():
-        if not download:
-            raise ConfigError(f"{target} is missing. {HOW_TO_GET}")
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            download_resumable(url, archive, md5)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    if md5 is not None and md5_file(archive) != md5:
-        raise ConfigError(f"{archive} does not match MD5 {md5}: truncated or corrupt; delete "
-                          "it and download it again")
+    archive = ensure_archive(folder / "glove.6B.zip", url, md5, download=download,
+                             missing=f"{target} is missing. {HOW_TO_GET}")
     with zipfile.ZipFile(archive) as zf:  # extraction checks the member's CRC
         zf.extract(name, folder)
     return target

@@ -25,7 +25,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from snc.data.download import _safe_extract, download_resumable, md5_file
+from snc.data.download import _safe_extract, ensure_archive
+from snc.data.download import check_archive as _check_md5
 from snc.errors import ConfigError
 
 log = logging.getLogger("snc")
@@ -57,12 +58,7 @@ class TextSplit:
 
 def check_archive(path: Path, md5: Optional[str] = IMDB_MD5) -> None:
     """Raises ConfigError when ``path`` does not match its published MD5 (truncated/corrupt)."""
-    if md5 is None:
-        return
-    actual = md5_file(path)
-    if actual != md5:
-        raise ConfigError(f"{path} has MD5 {actual}, expected {md5}: the archive is truncated "
-                          "or corrupt; delete it and download it again")
+    _check_md5(path, md5)
 
 
 def prepare_imdb(data_dir: Path, *, url: str = IMDB_URL, md5: Optional[str] = IMDB_MD5,
@@ -73,16 +69,8 @@ def prepare_imdb(data_dir: Path, *, url: str = IMDB_URL, md5: Optional[str] = IM
     root = data_dir / "aclImdb"
     if (root / "train" / "pos").is_dir() and (root / "test" / "neg").is_dir():
         return root
-    archive = data_dir / IMDB_ARCHIVE
-    if not archive.exists():
-        if not download:
-            raise ConfigError(f"IMDb not found under {data_dir}. {HOW_TO_GET}")
-        data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            download_resumable(url, archive, md5)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    check_archive(archive, md5)
+    archive = ensure_archive(data_dir / IMDB_ARCHIVE, url, md5, download=download,
+                             missing=f"IMDb not found under {data_dir}. {HOW_TO_GET}")
     _safe_extract(archive, data_dir)
     return root
 
