@@ -85,6 +85,10 @@ def migrate(old: dict, name: str = "") -> dict:
     new["optimizer"]["name"] = "sgd"
     new["schedule"]["power"] = 0.9
     new["augment"] = {"name": "none"}
+    # the shift suite (issue 22): the dataset's own corrupted set, as before, with intervals
+    new["evaluate"] = {"shifts": ["corrupted"], "download": bool(old["dataset"].get("download",
+                                                                                  False)),
+                       "bootstrap": 1000, "bootstrap_seed": 0, "validation": "none"}
     return new
 
 

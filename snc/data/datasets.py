@@ -36,7 +36,12 @@ from snc.data.corrupted import (
     severity_rows,
     sha256_file,
 )
-from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, GENERATOR_VERSION
+from snc.data.corruptions import (
+    ALL_CORRUPTIONS,
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    GENERATOR_VERSION,
+)
 from snc.data.loader import ArrayLoader
 from snc.errors import ConfigError
 
@@ -98,18 +103,25 @@ class ArrayCorruptedSets(CorruptedSets):
 
 @dataclass
 class FolderCorruptedSets(CorruptedSets):
-    """ImageNet-C layout: ``<root>/<corruption>/<severity>/<wnid>/*.JPEG``."""
+    """ImageNet-C layout: ``<root>/<corruption>/<severity>/<wnid>/*.JPEG``; ImageNet-C-bar names
+    its severity folders by the severity value instead (``severity_dirs``:
+    ``{corruption: (folder of severity 1, ..., of 5)}``)."""
 
     transform: object = None
+    severity_dirs: Optional[Dict[str, Tuple[str, ...]]] = None
+
+    def _dir(self, name: str, s: int):
+        return self.severity_dirs[name][s - 1] if self.severity_dirs else s
 
     def check(self, name: str) -> None:
         for s in range(1, 6):
-            imagenet_c_dir(self.root, name, s)
+            imagenet_c_dir(self.root, name, self._dir(name, s))
 
     def __iter__(self) -> Iterator[Tuple[str, int, Callable]]:
         for name in self.corruptions:
             for s in range(1, 6):
-                ds = load_imagenet_c(self.root, name, s, transform=self.transform)
+                ds = load_imagenet_c(self.root, name, self._dir(name, s),
+                                     transform=self.transform)
                 self.counts[(name, s)] = len(ds)
                 yield name, s, (lambda ds=ds: iter(self.make_loader(ds)))
 
@@ -121,6 +133,7 @@ class Data:
     num_classes: int
     corrupted: Optional[CorruptedSets]
     info: Dict[str, object]
+    layout: Any = None  # makes loaders and corrupted sets of further shifts (snc.eval.suite)
 
 
 @dataclass
@@ -365,6 +378,27 @@ def verify_published(root: Path, names, dataset: str) -> Dict[str, str]:
     return identity
 
 
+def _download_published(cfg, root: Path) -> None:
+    """Fetches the published CIFAR-10-C / CIFAR-100-C (resumable, checksums) into ``root`` when
+    it is absent and ``dataset.download`` is on, as the clean set is fetched."""
+    from snc.data.download import CIFAR_C, download_cifar_c
+
+    name = cfg.dataset.name
+    if not cfg.dataset.get("download", False) or name not in CIFAR_C:
+        return
+    if Path(root).name != CIFAR_C[name][2] or (Path(root) / "labels.npy").exists():
+        return  # a folder of the user's own, or already there
+    log.info("%s is not in %s: downloading it (resumable, checked against the published MD5s; "
+             "dataset.download=false turns this off)", CIFAR_C[name][2], root.parent)
+    try:
+        download_cifar_c(name, root.parent, progress=bool(cfg.get("progress", True)))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"could not download {CIFAR_C[name][2]} from {CIFAR_C[name][0]} "
+                          f"({err}); fetch it there (or from a mirror) and unpack it into "
+                          f"{root.parent}, or evaluate on a generated set with "
+                          "dataset.corrupted=generate") from None
+
+
 def folder_identity(root: Path, names) -> Dict[str, object]:
     """ImageNet-C-style folder: every (corruption, severity) present; its manifest (generated)
     or the class-folder count per part as the identity (a listing of 3.75 M files per launch
@@ -381,11 +415,17 @@ def folder_identity(root: Path, names) -> Dict[str, object]:
 
 
 def _corruption_list(cfg) -> Tuple[str, ...]:
+    """The corruptions of the dataset's own set: ``dataset.corruptions`` (default the 15 of the
+    benchmark), plus the four held-out ones (speckle_noise, gaussian_blur, spatter, saturate)
+    with ``evaluate.validation=extra``; those never enter the mCE."""
     names = tuple(cfg.dataset.get("corruptions") or CORRUPTIONS)
     bad = [c for c in names if c not in ALL_CORRUPTIONS]
     if bad:
         raise ValueError(f"dataset.corruptions has unknown names {bad}; choose from "
                          f"{', '.join(ALL_CORRUPTIONS)}")
+    evaluate = cfg.get("evaluate") or {}
+    if evaluate.get("validation", "none") == "extra":
+        names += tuple(c for c in EXTRA_CORRUPTIONS if c not in names)
     return names
 
 
@@ -547,6 +587,7 @@ def data_identity(cfg, source: Source) -> Dict[str, object]:
         identity["corrupted"] = {"generated_from": source.digest("test"),
                                  "generator_version": GENERATOR_VERSION}
     elif source.layout == "array":
+        _download_published(cfg, root)
         identity["corrupted"] = verify_published(root, names, cfg.dataset.name)
     else:
         identity["corrupted"] = folder_identity(root, names)
@@ -589,4 +630,5 @@ def build_data(cfg, device, *, progress: bool = True, rank: int = 0, world: int 
                                 **layout.corrupted_kwargs())
         info.update(corrupted_dir=str(root))
     num_classes = int(source.num_classes or layout.num_classes())
-    return Data(train=train, test=test, num_classes=num_classes, corrupted=corrupted, info=info)
+    return Data(train=train, test=test, num_classes=num_classes, corrupted=corrupted, info=info,
+                layout=layout)

@@ -15,8 +15,9 @@ Metric names follow DESIGN.md: ``clean/error``, ``corruption/<name>/s<k>/error``
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from snc.data.corruptions import CORRUPTIONS
@@ -38,11 +39,14 @@ Batches = Iterable[Tuple[torch.Tensor, torch.Tensor]]
 
 @torch.inference_mode()
 def count_errors(model: torch.nn.Module, batches: Batches, amp: str = "none",
-                 topk: Sequence[int] = (1,)) -> Tuple[Dict[int, int], int]:
+                 topk: Sequence[int] = (1,), record: Optional[List[np.ndarray]] = None
+                 ) -> Tuple[Dict[int, int], int]:
     """Wrong predictions (top-k) and the number of samples over ``batches``.
 
     The model is put in eval mode for the count and restored afterwards. Under
     ``torch.distributed`` each rank passes its shard and the counts are summed over ranks.
+    ``record``: a list that receives each batch's per-sample top-1 correctness (bool arrays, in
+    the order of ``batches``) -- what the bootstrap intervals resample.
 
     Returns:
         ``({k: errors}, samples)``.
@@ -59,6 +63,8 @@ def count_errors(model: torch.nn.Module, batches: Batches, amp: str = "none",
             hits = top == y[:, None]
             for k in topk:
                 wrong[k] = wrong[k] + (~hits[:, :k].any(1)).sum().cpu()
+            if record is not None:
+                record.append(hits[:, 0].cpu().numpy())
             total += len(y)
     finally:
         model.train(was_training)
@@ -101,13 +107,18 @@ def imagenet_ce(errors: Mapping[Tuple[str, int], float], corruption: str,
 
 
 def corruption_metrics(errors: Mapping[Tuple[str, int], float], protocol: str = "cifar",
-                       clean_error: Optional[float] = None) -> Dict[str, float]:
+                       clean_error: Optional[float] = None,
+                       benchmark: Sequence[str] = CORRUPTIONS) -> Dict[str, float]:
     """The metric dict for per-(corruption, severity) ``errors`` in percent.
 
     Args:
         errors: ``{(corruption, severity): error %}``.
         protocol: ``cifar`` (plain mean) or ``imagenet`` (AlexNet-normalized).
         clean_error: clean error in percent (for ``relative_mce`` on ImageNet).
+        benchmark: the corruptions whose errors make the mCE (default the 15 of -C; others in
+            ``errors``, e.g. held-out validation corruptions, get their errors only). Any other
+            list (the -C-bar sets) is averaged plainly under either protocol, as published:
+            AlexNet errors exist for the 15 -C corruptions only.
     """
     names = [c for c in dict.fromkeys(c for c, _ in errors)]
     out: Dict[str, float] = {}
@@ -115,20 +126,21 @@ def corruption_metrics(errors: Mapping[Tuple[str, int], float], protocol: str = 
         out[f"corruption/{c}/s{s}/error"] = e
     for c in names:
         out[f"corruption/{c}/error"] = sum(errors[(c, s)] for s in range(1, 6)) / 5
-    benchmark = [c for c in CORRUPTIONS if c in names]
-    if len(benchmark) == len(CORRUPTIONS):
-        if protocol == "imagenet":
-            ces = [imagenet_ce(errors, c) for c in CORRUPTIONS]
-            for c, ce in zip(CORRUPTIONS, ces, strict=True):
-                out[f"corruption/{c}/ce"] = ce
-            out["mce"] = sum(ces) / len(ces)
-            if clean_error is not None:
-                rel = [imagenet_ce(errors, c, clean_error) for c in CORRUPTIONS]
-                out["relative_mce"] = sum(rel) / len(rel)
-            out["mean_error_unnormalized"] = sum(out[f"corruption/{c}/error"]
-                                                 for c in CORRUPTIONS) / len(CORRUPTIONS)
-        else:
-            out["mce"] = cifar_mce(errors)
+    benchmark = tuple(benchmark)
+    if not all(c in names for c in benchmark):
+        return out
+    if protocol == "imagenet" and benchmark == tuple(CORRUPTIONS):
+        ces = [imagenet_ce(errors, c) for c in CORRUPTIONS]
+        for c, ce in zip(CORRUPTIONS, ces, strict=True):
+            out[f"corruption/{c}/ce"] = ce
+        out["mce"] = sum(ces) / len(ces)
+        if clean_error is not None:
+            rel = [imagenet_ce(errors, c, clean_error) for c in CORRUPTIONS]
+            out["relative_mce"] = sum(rel) / len(rel)
+        out["mean_error_unnormalized"] = sum(out[f"corruption/{c}/error"]
+                                             for c in CORRUPTIONS) / len(CORRUPTIONS)
+    else:
+        out["mce"] = cifar_mce(errors, benchmark)
     return out
 
 
@@ -136,7 +148,8 @@ def evaluate_corruptions(model: torch.nn.Module,
                          sets: Iterable[Tuple[str, int, Callable[[], Batches]]],
                          amp: str = "none",
                          expected: Optional[Callable[[str, int], int]] = None,
-                         progress: Optional[Callable[[str, int], None]] = None
+                         progress: Optional[Callable[[str, int], None]] = None,
+                         per_image: Optional[Dict[Tuple[str, int], np.ndarray]] = None
                          ) -> Dict[Tuple[str, int], float]:
     """Error (%) per (corruption, severity).
 
@@ -146,10 +159,15 @@ def evaluate_corruptions(model: torch.nn.Module,
         amp: autocast mode.
         expected: optional ``(corruption, severity) -> sample count`` checked exactly.
         progress: called after each set.
+        per_image: a dict that receives ``{(corruption, severity): bool[N]}`` top-1
+            correctness in the set's order.
     """
     errors = {}
     for name, severity, make_batches in sets:
-        wrong, total = count_errors(model, make_batches(), amp)
+        record: Optional[List[np.ndarray]] = [] if per_image is not None else None
+        wrong, total = count_errors(model, make_batches(), amp, record=record)
+        if record is not None:
+            per_image[(name, severity)] = _joined(record)
         if expected is not None and total != expected(name, severity):
             raise RuntimeError(f"{name} s{severity}: evaluated {total} samples, expected "
                                f"{expected(name, severity)}")
@@ -159,11 +177,21 @@ def evaluate_corruptions(model: torch.nn.Module,
     return errors
 
 
-def clean_error(model: torch.nn.Module, loader, num_classes: int, amp: str = "none"
-                ) -> Dict[str, float]:
-    """Top-1 (and top-5 when there are more than 5 classes) clean error in percent."""
+def _joined(record: List[np.ndarray]) -> np.ndarray:
+    return np.concatenate(record).astype(bool) if record else np.zeros(0, bool)
+
+
+def clean_error(model: torch.nn.Module, loader, num_classes: int, amp: str = "none",
+                per_image: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, float]:
+    """Top-1 (and top-5 when there are more than 5 classes) clean error in percent.
+
+    ``per_image``: a dict that receives ``{"clean": bool[N]}`` top-1 correctness.
+    """
     topk = (1, 5) if num_classes > 5 else (1,)
-    wrong, total = count_errors(model, loader, amp, topk=topk)
+    record: Optional[List[np.ndarray]] = [] if per_image is not None else None
+    wrong, total = count_errors(model, loader, amp, topk=topk, record=record)
+    if record is not None:
+        per_image["clean"] = _joined(record)
     if total != loader.total_samples:
         raise RuntimeError(f"evaluated {total} samples, the test set has {loader.total_samples}")
     out = {"clean/error": error_percent(wrong[1], total)}

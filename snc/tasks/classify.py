@@ -29,7 +29,8 @@ from snc.config import unit_options
 from snc.data.augment import BatchAugment, check_options
 from snc.data.datasets import Data, Source, build_data, check_source, data_identity, get_source
 from snc.errors import ConfigError
-from snc.eval.robustness import clean_error, corruption_metrics, evaluate_corruptions
+from snc.eval.robustness import clean_error
+from snc.eval.suite import ShiftSuite
 from snc.models import build_model
 from snc.ops import SqueezeExcitationOptions
 from snc.tasks import objectives
@@ -119,6 +120,10 @@ class Classify(Task):
                 build_network(cfg, int(cfg.dataset.get("num_classes") or 10), pretrained=False)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        # every shift of evaluate.shifts known and fitting the model, before anything is written
+        self.suite = ShiftSuite(cfg, int(cfg.dataset.get("num_classes") or 10))
+        self.run_dir: Optional[Path] = None
+        self.rank, self.world = 0, 1
 
     def run_name(self) -> str:
         cfg = self.cfg
@@ -150,7 +155,10 @@ class Classify(Task):
             data.corrupted.prepare()
             log.info("corrupted test set ready in %.1f s", time.perf_counter() - start)
             data.info["corrupted_set"] = "generated" if data.corrupted.generated else "published"
+        self.suite.prepare(data, data_dir=Path(self.cfg.paths.data_dir), progress=ctx.progress,
+                           rank=ctx.rank)
         self.data, self.train, self.progress = data, data.train, ctx.progress
+        self.run_dir, self.rank, self.world = ctx.run_dir, ctx.rank, ctx.world
         self.info = {"objective": self.objective, **data.info}
         if self.augment != "none":  # augment=none builds nothing and draws nothing
             # its own stream, per rank (as the loader's augmentation draws), checkpointed
@@ -179,25 +187,13 @@ class Classify(Task):
         return clean_error(model, self.data.test, self.data.num_classes, self.cfg.amp)
 
     def final_evaluate(self, model, best_state: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-        log.info("evaluating the clean test set (%d images)", self.data.test.total_samples)
-        results = dict(self.evaluate(model))
-        corrupted = self.data.corrupted
-        if corrupted is None:
-            return results
-        from tqdm.auto import tqdm
-
-        with tqdm(total=5 * len(corrupted.corruptions), desc="corrupted sets",
-                  disable=not self.progress) as bar:
-            def done(name: str, severity: int) -> None:
-                bar.update(1)
-                if not self.progress and severity == 5:
-                    log.info("evaluated %s (5 severities)", name)
-
-            errors = evaluate_corruptions(model, corrupted, self.cfg.amp,
-                                          expected=corrupted.expected, progress=done)
-        results.update(corruption_metrics(errors, self.cfg.dataset.get("protocol", "cifar"),
-                                          results["clean/error"]))
-        return results
+        result = self.suite.evaluate(model, self.data, amp=self.cfg.amp, progress=self.progress,
+                                     world=self.world)
+        if self.rank == 0 and self.run_dir is not None:
+            result.write(self.run_dir, {"run_name": self.run_dir.name, "method": self.method(),
+                                        "backbone": self.cfg.backbone.name,
+                                        "dataset": self.cfg.dataset.name})
+        return result.results()
 
     def summary(self, results: Mapping[str, Any]) -> str:
         line = f"clean error {results['clean/error']:.2f}%"
