@@ -1,5 +1,8 @@
 """Shared fixtures: composing the real configs with tiny, CPU-only, offline settings."""
 
+import http.server
+import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -31,10 +34,10 @@ TINY = [
 def make_cfg(tmp_path):
     """``make_cfg(*overrides)`` -> a composed config writing under ``tmp_path``."""
 
-    def make(*overrides, tiny=True):
+    def make(*overrides, tiny=True, name="train"):
         base = TINY if tiny else ["device=cpu", "logger=none"]
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose("train", overrides=[
+            return compose(name, overrides=[
                 f"paths.output_dir={tmp_path / 'outputs'}",
                 f"paths.data_dir={tmp_path / 'data'}",
                 *base, *overrides])
@@ -65,3 +68,35 @@ def kill_run(monkeypatch):
             monkeypatch.setattr(runner, "train_steps", real)
 
     return kill
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files from a folder, honouring 'Range: bytes=N-' as a resuming server does."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = self.translate_path(self.path)
+        data = open(path, "rb").read()
+        start = 0
+        if "Range" in self.headers:
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            self.send_response(206)
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture
+def server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                            partial(RangeHandler, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()

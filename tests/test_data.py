@@ -2,12 +2,9 @@
 augmentation distribution, AugMix ops, the synthetic set."""
 
 import hashlib
-import http.server
 import io
 import pickle
 import tarfile
-import threading
-from functools import partial
 
 import numpy as np
 import pytest
@@ -67,38 +64,6 @@ def test_missing_cifar_names_the_archive_and_folder(tmp_path):
 
 
 # ------------------------------------------------------------------------------- downloader
-
-
-class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files from a folder, honouring 'Range: bytes=N-' as a resuming server does."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        path = self.translate_path(self.path)
-        data = open(path, "rb").read()
-        start = 0
-        if "Range" in self.headers:
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
-            self.send_response(206)
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        self.wfile.write(data[start:])
-
-
-@pytest.fixture
-def server(tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                            partial(RangeHandler, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
 
 
 def fake_cifar_c_tar(path):

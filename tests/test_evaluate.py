@@ -1,0 +1,139 @@
+"""`python -m snc.evaluate` and the evaluation every training run ends with: one suite of
+shifts, the same numbers from a run directory, a checkpoint or the end of training."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from snc.engine import run
+from snc.errors import ConfigError
+from snc.evaluate import evaluate
+
+FAST = ["dataset.num_test=40", "evaluate.bootstrap=0"]
+
+
+@pytest.fixture
+def finished(make_cfg):
+    """A finished tiny run (generated -C set of its 40 test images) and its results."""
+    cfg = make_cfg(*FAST, "epochs=1")
+    results = run(cfg)
+    return cfg, Path(results["run_dir"]), results
+
+
+def test_training_ends_with_one_block_per_shift_and_the_headline_keys(finished):
+    _, run_dir, results = finished
+    block = results["shifts"]["synthetic_c"]
+    assert block["kind"] == "corruptions" and block["set"] == "generated"
+    assert block["num_images"] == 40
+    # the headline keys are the dataset's own corrupted set, as before
+    assert results["mce"] == block["mce"]
+    for key in ("corruption/fog/s3/error", "corruption/fog/error"):
+        assert results[key] == block[key]
+    stored = json.loads((run_dir / "results.json").read_text())
+    assert stored["shifts"]["synthetic_c"]["mce"] == results["mce"]
+    rows = list(csv.DictReader(open(run_dir / "errors.csv")))
+    assert len(rows) == 1 + 75 and rows[0]["shift"] == "clean"
+    fog3 = [r for r in rows if r["corruption"] == "fog" and r["severity"] == "3"]
+    assert float(fog3[0]["error"]) == pytest.approx(results["corruption/fog/s3/error"], abs=1e-4)
+    bench = json.loads((run_dir / "robustbench.json").read_text())
+    entry = bench["datasets"]["synthetic_c"]
+    assert bench["threat_model"] == "corruptions" and entry["generated"] is True
+    assert float(entry["corruptions_acc"]) == pytest.approx(100 - results["mce"], abs=0.006)
+
+
+def test_a_run_directory_evaluated_again_gives_its_numbers_and_keeps_its_keys(finished, make_cfg):
+    _, run_dir, results = finished
+    before = json.loads((run_dir / "results.json").read_text())
+    again = evaluate(make_cfg(f"run_dir={run_dir}", *FAST, name="evaluate"), overrides=[])
+    assert again["clean/error"] == results["clean/error"] and again["mce"] == results["mce"]
+    after = json.loads((run_dir / "results.json").read_text())
+    for key, value in before.items():  # every training key is kept
+        if key != "shifts":
+            assert after[key] == value, key
+    assert after["shifts"]["synthetic_c"]["mce"] == results["mce"]
+
+
+def test_a_checkpoint_with_the_models_groups_gives_the_same_numbers(finished, make_cfg):
+    _, run_dir, results = finished
+    cfg = make_cfg(f"checkpoint={run_dir / 'ckpt' / 'last.pt'}", *FAST, "epochs=1",
+                   name="evaluate")
+    out = evaluate(cfg, overrides=[])
+    assert out["clean/error"] == results["clean/error"] and out["mce"] == results["mce"]
+    assert Path(out["run_dir"]).parent.name == "evaluate"
+    assert (Path(out["run_dir"]) / "robustbench.json").exists()
+
+
+def test_bad_sources_fail_with_the_fix(finished, make_cfg, tmp_path):
+    _, run_dir, _ = finished
+    with pytest.raises(ConfigError, match="holds no config.yaml"):
+        evaluate(make_cfg(f"run_dir={tmp_path}", name="evaluate"), overrides=[])
+    with pytest.raises(ConfigError, match="run_dir or checkpoint, not both"):
+        evaluate(make_cfg(f"run_dir={run_dir}", f"checkpoint={run_dir}/ckpt/last.pt",
+                          name="evaluate"), overrides=[])
+    with pytest.raises(ConfigError, match="the model and data are the run's own"):
+        evaluate(make_cfg(f"run_dir={run_dir}", name="evaluate"),
+                 overrides=[f"run_dir={run_dir}", "backbone=wrn40_2"])
+    with pytest.raises(ConfigError, match="does not fit the model"):
+        evaluate(make_cfg(f"checkpoint={run_dir}/ckpt/last.pt", "backbone.overrides.widen_factor=2", *FAST,
+                          name="evaluate"), overrides=[])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+        evaluate(make_cfg(f"checkpoint={tmp_path / 'junk.pt'}", *FAST, name="evaluate"),
+                 overrides=[])
+
+
+def test_held_out_corruptions_are_evaluated_but_stay_out_of_the_mce(make_cfg):
+    results = run(make_cfg(*FAST, "epochs=1", "evaluate.validation=extra"))
+    for name in ("speckle_noise", "gaussian_blur", "spatter", "saturate"):
+        assert f"corruption/{name}/error" in results
+    from snc.data.corruptions import CORRUPTIONS
+    from snc.eval.robustness import cifar_mce
+
+    errors = {(c, s): results[f"corruption/{c}/s{s}/error"] for c in CORRUPTIONS
+              for s in range(1, 6)}
+    assert results["mce"] == pytest.approx(cifar_mce(errors))
+
+
+def test_unknown_validation_setting_is_refused(make_cfg):
+    from snc.engine.runner import validate
+
+    with pytest.raises(ConfigError, match="evaluate.validation='test'"):
+        validate(make_cfg("evaluate.validation=test"))
+
+
+def test_cifar_c_is_downloaded_with_the_clean_set(server, tmp_path, monkeypatch, make_cfg):
+    """The headline command fetches CIFAR-10-C itself (resumable, MD5-checked) when
+    dataset.download is on, instead of stopping with a command to run by hand."""
+    import hashlib
+    import io
+    import tarfile
+
+    from snc.data import datasets, download
+
+    served, base = server
+    files, names = {}, ("fog", "labels")
+    with tarfile.open(served / "CIFAR-10-C.tar", "w") as tar:
+        for name in names:
+            array = (np.arange(50) % 10 if name == "labels"
+                     else np.zeros((50, 32, 32, 3), np.uint8))
+            buf = io.BytesIO()
+            np.save(buf, array)
+            files[f"{name}.npy"] = hashlib.md5(buf.getvalue()).hexdigest()
+            info = tarfile.TarInfo(f"CIFAR-10-C/{name}.npy")
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    md5 = hashlib.md5((served / "CIFAR-10-C.tar").read_bytes()).hexdigest()
+    monkeypatch.setitem(download.CIFAR_C, "cifar10", (f"{base}/CIFAR-10-C.tar", md5,
+                                                      "CIFAR-10-C"))
+    monkeypatch.setitem(download.CIFAR_C_FILE_MD5, "cifar10", files)
+    cfg = make_cfg("dataset=cifar10", "dataset.corruptions=[fog]", tiny=False)
+    root = Path(cfg.dataset.corrupted_dir)
+    datasets._download_published(cfg, root)
+    assert (root / "fog.npy").exists() and datasets.verify_published(root, ["fog"], "cifar10")
+    cfg = make_cfg("dataset=cifar10", "dataset.download=false", tiny=False)
+    other = tmp_path / "elsewhere" / "CIFAR-10-C"
+    datasets._download_published(cfg, other)  # download off: nothing fetched
+    assert not other.exists()
