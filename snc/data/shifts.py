@@ -57,8 +57,7 @@ DOMAIN_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "Im
 IMAGE_EXTS = (".jpeg", ".jpg", ".png")
 VERIFIED_MARK = ".snc-shift.json"  # written into a set's folder once its download is verified
 # how a missing set is fetched; {name} and {data_dir} are filled in
-DOWNLOAD_COMMAND = ("python -m snc.data.shifts download {name} --data-dir {data_dir}  "
-                    "(or evaluate with download=true)")
+DOWNLOAD_COMMAND = "python -m snc.data.shifts download {name} --data-dir {data_dir}"
 
 
 # ----------------------------------------------------------------------------- class lists
@@ -431,7 +430,7 @@ def _how_to_get(shift: Shift, data_dir: Path) -> str:
     if shift.manual:
         return (f"download {', '.join(shift.files)} by hand from {where} into {data_dir} "
                 f"({shift.notes}), then run `{command}` to verify and unpack it")
-    return f"download it from {where}, or run `{command}`"
+    return f"download it from {where}, or run `{command}` (or evaluate with download=true)"
 
 
 def locate(shift: Shift, data_dir: Path, root: Optional[Path] = None) -> Path:
@@ -523,6 +522,9 @@ def download(shift: Shift, data_dir: Path, progress: bool = True, *,
         return found  # downloaded and checked before, or put there by hand (opened unverified)
     state = _read_json(state_path)
     done = state.setdefault("done", {})
+    absent = [data_dir / f for f in shift.files if f not in done and not (data_dir / f).exists()]
+    if shift.manual and absent:
+        raise ConfigError(f"{absent[0]} not found: {_how_to_get(shift, data_dir)}.")
     extract_into.mkdir(parents=True, exist_ok=True)
     _write_json(state_path, state)  # from here an incomplete folder is known to be ours
     for url, file in zip(shift.urls, shift.files, strict=True):
@@ -532,8 +534,6 @@ def download(shift: Shift, data_dir: Path, progress: bool = True, *,
         dest = data_dir / file if archive else data_dir / shift.dirname / file
         dest.parent.mkdir(parents=True, exist_ok=True)
         checksum = shift.checksums.get(file)
-        if shift.manual and not dest.exists():
-            raise ConfigError(f"{dest} not found: {_how_to_get(shift, data_dir)}.")
         try:
             if shift.manual:
                 ok, actual = checksum_matches(dest, checksum)
