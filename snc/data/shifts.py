@@ -309,6 +309,7 @@ register_shift(Shift(
         "cifar10.1_v6_labels.npy":
             "sha256:ae40beda001693674edc94d925ee8268cfe68905f8f9aff800c8dcdfcd6c9448",
     },
+    # the labels' SHA-256 equals that of the file in the repository (int32 '<i4', 8128 bytes)
     checksum_source="tensorflow_datasets url_checksums/cifar10_1.txt (6144128 and 8128 bytes)",
     layout=("CIFAR-10.1/cifar10.1_v6_data.npy, uint8 (2000, 32, 32, 3), and "
             "cifar10.1_v6_labels.npy, integer (2000,), CIFAR-10 class order"),
