@@ -12,7 +12,7 @@ import logging
 import tarfile
 import urllib.request
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from snc.data.checksums import file_digest
 
@@ -58,18 +58,39 @@ def md5_file(path: Path) -> str:
     return file_digest(path, "md5")
 
 
-def download_resumable(url: str, dest: Path, md5: str, *, progress: bool = True,
+def parse_checksum(checksum: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """``(algorithm, hex)`` of ``"sha256:<hex>"``, ``"md5:<hex>"`` or a bare MD5 hex;
+    ``(None, None)`` for None (nothing published to check against)."""
+    if checksum is None:
+        return None, None
+    algorithm, sep, value = checksum.partition(":")
+    return (algorithm.lower(), value.lower()) if sep else ("md5", checksum.lower())
+
+
+def checksum_matches(path: Path, checksum: Optional[str]) -> Tuple[bool, str]:
+    """``(matches, actual digest)`` of ``path`` against ``checksum`` (None: always matches)."""
+    algorithm, want = parse_checksum(checksum)
+    if algorithm is None:
+        return True, ""
+    actual = file_digest(path, algorithm)
+    return actual == want, actual
+
+
+def download_resumable(url: str, dest: Path, md5: Optional[str], *, progress: bool = True,
                        timeout: float = 60.0) -> Path:
     """Downloads ``url`` to ``dest``, continuing a previous ``dest.part`` when the server honours
-    HTTP Range requests, and checks the MD5.
+    HTTP Range requests, and checks the checksum.
+
+    ``md5``: the published MD5 (bare hex), or ``"sha256:<hex>"`` / ``"md5:<hex>"``; None when no
+    checksum is published (the file is then kept unverified).
 
     Raises:
-        ValueError: the finished file does not match ``md5`` (the bad file is removed).
+        ValueError: the finished file does not match the checksum (the bad file is removed).
     """
     from tqdm.auto import tqdm
 
     dest = Path(dest)
-    if dest.exists() and md5_file(dest) == md5:
+    if dest.exists() and checksum_matches(dest, md5)[0]:
         return dest
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
@@ -87,11 +108,13 @@ def download_resumable(url: str, dest: Path, md5: str, *, progress: bool = True,
             for block in iter(lambda: response.read(1 << 20), b""):
                 f.write(block)
                 bar.update(len(block))
-    actual = md5_file(part)
-    if actual != md5:
+    ok, actual = checksum_matches(part, md5)
+    if not ok:
         part.unlink()
-        raise ValueError(f"{dest.name} from {url} has MD5 {actual}, expected {md5}: the download "
-                         "is truncated or corrupt and was removed; run the command again")
+        algorithm, want = parse_checksum(md5)
+        raise ValueError(f"{dest.name} from {url} has {algorithm.upper()} {actual}, expected "
+                         f"{want}: the download is truncated or corrupt and was removed; run the "
+                         "command again")
     part.replace(dest)
     return dest
 
