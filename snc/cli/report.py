@@ -4,6 +4,8 @@
     python scripts/report.py outputs/table1_* --out reports/table1
     python scripts/report.py outputs/ --table table11    # only runs of Table 11's presets
     python scripts/report.py --wandb-project snc-cifar10 # finished runs of a W&B project
+    python scripts/report.py outputs/ --select-on validation  # a grid's setting chosen on
+                                                         # held-out corruptions, test mCE shown
 
 Writes into --out (default reports/):
   report.md   runs grouped by experiment (and sweep): the task's metrics per setting (seeds
@@ -26,7 +28,14 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from snc.report.collect import find_results, label, marks, wandb_results
+from snc.report.collect import (
+    SELECT_ON,
+    MissingValidation,
+    find_results,
+    label,
+    marks,
+    wandb_results,
+)
 from snc.report.plots import corruption_grid, heatmap, mce_bars, metric_bars
 from snc.report.tables import (
     PAPER_FIGURES,
@@ -48,6 +57,13 @@ def _short_setting(s: GroupSummary, settings: Dict) -> str:
     return ", ".join(f"{SETTING_NAMES.get(k, k)}={settings.get(k)}" for k in s.varying)
 
 
+def _err(v, metric: str):
+    """Error bar of a setting: std over its seeds, or one run's recorded 95 % interval."""
+    if v.n > 1:
+        return v.std(metric)
+    return _err_run(v.runs[0], metric)
+
+
 def _group_figures(s: GroupSummary, out: Path) -> List[Path]:
     written: List[Path] = []
     best = s.best or (s.variants[0] if len(s.variants) == 1 else None)
@@ -63,13 +79,20 @@ def _group_figures(s: GroupSummary, out: Path) -> List[Path]:
     if len(s.variants) > 1 and s.metrics:
         labels = [_short_setting(s, v.settings) + (f"\n(n={v.n} seeds)" if v.n > 1 else "")
                   + ("\n★ best" if v is s.best else "") for v in s.variants]
-        series = {label(m): ([v.mean(m) for v in s.variants], [v.std(m) for v in s.variants])
+        series = {label(m): ([v.mean(m) for v in s.variants], [_err(v, m) for v in s.variants])
                   for m in s.metrics}
         marked = [bool(marks(v.runs)) for v in s.variants]
-        title = s.group.name + (f" (best by {label(s.primary)})" if s.primary else "")
+        how = "validation score" if s.select_on == "validation" else label(s.primary or "")
+        title = s.group.name + (f" (best by {how})" if s.primary else "")
+        title += "\nerror bars: std over seeds, or the run's 95 % interval"
         written.append(metric_bars(labels, series, marked, out / f"bars_{s.group.slug}.png",
                                    title=title))
     return written
+
+
+def _err_run(run: Dict, metric: str):
+    ci = (run.get("ci95") or {}).get(metric)
+    return tuple(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
 
 
 def _paper_bars(entries: List[Dict], out: Path) -> Optional[Path]:
@@ -79,8 +102,9 @@ def _paper_bars(entries: List[Dict], out: Path) -> Optional[Path]:
     labels = [f"{e['table']} {e['row']} {e['column']} {e['dataset']}"
               + ("" if e["match"] == "cell" else f" ({e['match']})") for e in bars]
     marked = [e["match"] != "cell" or bool(e["marks"]) for e in bars]
+    errs = [e["std"] if e["n"] > 1 else _err_run(e["best_runs"][0], "mce") for e in bars]
     return mce_bars(labels, [e["ours"] for e in bars], [e["published"] for e in bars],
-                    out / "mce_bars.png", marked=marked, stds=[e["std"] for e in bars],
+                    out / "mce_bars.png", marked=marked, stds=errs,
                     marked_label="hatched: other backbone/dataset, synthetic data or "
                                  "generated corrupted set")
 
@@ -102,6 +126,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--table", action="append",
                         help="only runs of presets of these tables (e.g. table1); repeatable")
+    parser.add_argument("--select-on", choices=SELECT_ON, default="test",
+                        help="how the best setting of a group (a grid) is chosen: test = "
+                             "lowest test mCE (the paper's protocol); validation = lowest "
+                             "validation score (held-out corruptions), its test mCE reported")
     parser.add_argument("--wandb-project", default=None)
     parser.add_argument("--wandb-entity", default=None)
     args = parser.parse_args(argv)
@@ -117,8 +145,12 @@ def main(argv=None) -> int:
         what = f" of {', '.join(args.table)}" if args.table else ""
         print(f"no results.json{what} found", file=sys.stderr)
         return 1
-    entries = compare(runs)
-    summaries = summarize(runs)
+    try:
+        entries = compare(runs, args.select_on)
+        summaries = summarize(runs, args.select_on)
+    except MissingValidation as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     stale = _remove_old_figures(args.out)
 

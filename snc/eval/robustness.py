@@ -111,6 +111,9 @@ def corruption_metrics(errors: Mapping[Tuple[str, int], float], protocol: str = 
                        benchmark: Sequence[str] = CORRUPTIONS) -> Dict[str, float]:
     """The metric dict for per-(corruption, severity) ``errors`` in percent.
 
+    The arithmetic is element-wise, so the values may also be NumPy arrays (one error per
+    bootstrap replicate, :mod:`snc.eval.stats`): each element gets exactly what a float would.
+
     Args:
         errors: ``{(corruption, severity): error %}``.
         protocol: ``cifar`` (plain mean) or ``imagenet`` (AlexNet-normalized).

@@ -8,6 +8,8 @@
   paper's appendix does for its active_num x prob grid (lowest mCE, chosen on the test
   corruptions).
 - :func:`group_runs` groups runs by experiment (and sweep) for the report of any set of runs.
+- :func:`validation_score` is what ``select_on="validation"`` chooses a setting by (held-out
+  corruptions, never the test mCE); :func:`per_image` reads a run's ``per_image.npz``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ LABELS = {"clean/error": "clean error", "mce": "mCE", "clean/error_best": "best 
           "target/accuracy": "target accuracy", "source/accuracy_last": "source accuracy, last",
           "target/accuracy_last": "target accuracy, last"}
 APPENDIX_GRID = {(1, 0.25), (1, 0.5), (2, 0.25), (2, 0.5)}
+SELECT_ON = ("test", "validation")
+# ImageNet-C's four extra corruptions: held out from the 15 of the mCE, a validation score
+VALIDATION_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
+
+class MissingValidation(ValueError):
+    """``select_on="validation"`` for runs that evaluated no validation corruptions."""
 
 
 def find_results(paths: Iterable[Path]) -> List[Dict]:
@@ -50,8 +59,74 @@ def find_results(paths: Iterable[Path]) -> List[Dict]:
         for f in files:
             data = json.loads(f.read_text())
             data.setdefault("run_dir", str(f.parent))
+            if "setting_hash" not in data and (f.parent / "config.yaml").exists():
+                data["setting_hash"] = config_setting(f.parent / "config.yaml")
             runs.append(data)
     return runs
+
+
+def config_setting(path: Path) -> str:
+    """``cfg-`` + 8 hex digits of the resolved config without the seed and the settings that
+    do not change what is computed (the engine's ``NON_IDENTITY_KEYS``): runs whose
+    ``results.json`` has no ``setting_hash`` (older runs) are told apart by every config
+    difference but the seed, as the engine's hash does."""
+    import hashlib
+
+    import yaml
+
+    from snc.engine.identity import NON_IDENTITY_KEYS
+
+    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    for key in NON_IDENTITY_KEYS + ("seed",):
+        cfg.pop(key, None)
+    text = json.dumps(cfg, sort_keys=True, default=str)
+    return "cfg-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def per_image(run: Dict) -> Optional[Dict[str, Any]]:
+    """The run's ``per_image.npz`` (bool arrays of per-image top-1 correctness: ``clean``,
+    ``<shift>/<corruption>/s<k>``, ``<shift>``) as a dict, or None when the run has none (older
+    runs, W&B runs). Read once per run, without pickle."""
+    if "_per_image" not in run:
+        path = Path(str(run.get("run_dir") or "")) / "per_image.npz"
+        arrays = None
+        if run.get("run_dir") and path.is_file():
+            import numpy as np
+
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        run["_per_image"] = arrays
+    return run["_per_image"]
+
+
+def validation_score(run: Dict) -> float:
+    """The value of :func:`validation`."""
+    return validation(run)[0]
+
+
+def validation(run: Dict) -> Tuple[float, str]:
+    """``(score, what it is)``: what ``select_on="validation"`` chooses by (lower is better):
+    the mean error over ImageNet-C's four extra corruptions (speckle_noise, gaussian_blur,
+    spatter, saturate) when all four were evaluated, else the mCE of the run's -C-bar block
+    (``shifts["<dataset>c_bar"]``).
+
+    Raises:
+        MissingValidation: neither is in the run's results.
+    """
+    keys = [f"corruption/{c}/error" for c in VALIDATION_CORRUPTIONS]
+    values = [_number(run.get(k)) for k in keys]
+    if all(v is not None for v in values):
+        return sum(values) / len(values), "mean error of " + ", ".join(VALIDATION_CORRUPTIONS)
+    bar = f"{run.get('dataset')}c_bar"
+    block = (run.get("shifts") or {}).get(bar) or {}
+    if _number(block.get("mce")) is not None:
+        return float(block["mce"]), f"{block.get('title') or bar} mCE"
+    missing = [k for k, v in zip(keys, values, strict=True) if v is None]
+    raise MissingValidation(
+        f"{run.get('run_dir')}: no validation score for --select-on validation: results.json "
+        f"lacks {', '.join(missing)} (the extra corruptions) and shifts.{bar}.mce (a -C-bar "
+        "block); evaluate them with evaluate.validation=extra or shifts=[cifar10c_bar], or "
+        "report with --select-on test")
 
 
 def wandb_results(project: str, entity: Optional[str] = None) -> List[Dict]:
@@ -166,6 +241,11 @@ class Variant:
         mu = sum(vals) / len(vals)
         return math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
 
+    def validation(self) -> float:
+        """Mean :func:`validation_score` over the seeds (raises MissingValidation)."""
+        scores = [validation_score(r) for r in self.runs]
+        return sum(scores) / len(scores)
+
     def run_dirs(self) -> List[str]:
         return sorted(str(r.get("run_dir")) for r in self.runs)
 
@@ -187,8 +267,14 @@ def _sortable(x: Any) -> Tuple[int, Any]:
     return (2, str(x))
 
 
-def best_variant(variants: Sequence[Variant], metric: str) -> Variant:
-    """The variant with the best mean ``metric`` (ties: lower mean clean error, then order)."""
+def best_variant(variants: Sequence[Variant], metric: str, select_on: str = "test") -> Variant:
+    """The variant with the best mean ``metric`` (ties: lower mean clean error, then order).
+    ``select_on="validation"`` (``metric`` mCE): the lowest mean :func:`validation_score`
+    instead, so the test corruptions play no part in the choice."""
+    if select_on not in SELECT_ON:
+        raise ValueError(f"select_on must be one of {SELECT_ON}, got {select_on!r}")
+    if select_on == "validation":  # ties: table order (a test number must not decide)
+        return min(variants, key=lambda v: v.validation())
     scored = [v for v in variants if v.mean(metric) is not None]
     if not scored:
         raise ValueError(f"no run has {metric!r}")
@@ -212,7 +298,8 @@ def select_best(runs: Sequence[Dict], metric: str = "mce") -> Dict:
 def varying_keys(variants: Sequence[Variant]) -> List[str]:
     """Setting keys whose values differ between variants (the columns of a group's table)."""
     keys = [k for k in SETTING_KEYS if len({repr(v.settings.get(k)) for v in variants}) > 1]
-    if len({repr(v.settings.get("setting_hash")) for v in variants}) > 1:
+    named = {tuple(repr(v.settings.get(k)) for k in SETTING_KEYS) for v in variants}
+    if len(named) < len(variants):  # only the hash tells some settings apart: show it
         keys.append("setting_hash")
     return keys
 

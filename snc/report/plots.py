@@ -67,6 +67,27 @@ def heatmap(results: Dict, path: Path, title: Optional[str] = None,
     return Path(path)
 
 
+Err = Optional[object]  # a std over seeds (float), a (low, high) interval, or None
+
+
+def yerr(means: Sequence[Optional[float]], errs: Sequence[Err]) -> Optional[List[List[float]]]:
+    """Matplotlib's ``yerr`` (2 x n: below, above) from per-bar errors: a float is a std over
+    seeds (symmetric), a ``(low, high)`` pair a 95 % interval (asymmetric); None: no bar.
+    None when no bar has one."""
+    below, above = [], []
+    for m, e in zip(means, errs, strict=True):
+        if m is None or e is None:
+            below.append(0.0)
+            above.append(0.0)
+        elif isinstance(e, (tuple, list)):
+            below.append(max(0.0, m - float(e[0])))
+            above.append(max(0.0, float(e[1]) - m))
+        else:
+            below.append(float(e))
+            above.append(float(e))
+    return [below, above] if any(below) or any(above) else None
+
+
 def _value_labels(ax, bars, values: Sequence[Optional[float]], fontsize: int = 7) -> None:
     for bar, value in zip(bars, values, strict=True):
         if value is not None:
@@ -96,7 +117,8 @@ def metric_bars(labels: Sequence[str], series: Dict[str, Tuple[Sequence[Optional
                 marked: Sequence[bool], path: Path, title: str = "",
                 ylabel: str = "%") -> Path:
     """Grouped bars: one group per setting (``labels``), one bar per metric of ``series``
-    (``{legend label: (means, stds)}``), error bars = std over seeds, values on the bars."""
+    (``{legend label: (means, errs)}``), error bars = std over seeds or a 95 % interval
+    (see :func:`yerr`), values on the bars."""
     plt = _pyplot()
     n_series = max(1, len(series))
     width = 0.8 / n_series
@@ -104,8 +126,7 @@ def metric_bars(labels: Sequence[str], series: Dict[str, Tuple[Sequence[Optional
     for k, (name, (means, stds)) in enumerate(series.items()):
         xs = [i - 0.4 + width * (k + 0.5) for i in range(len(labels))]
         heights = [m if m is not None else 0.0 for m in means]
-        errs = [s if s is not None else 0.0 for s in stds]
-        bars = ax.bar(xs, heights, width * 0.92, yerr=errs if any(errs) else None,
+        bars = ax.bar(xs, heights, width * 0.92, yerr=yerr(means, stds),
                       color=COLORS[k % len(COLORS)], label=name, capsize=2,
                       hatch=None, edgecolor="black", linewidth=0.4)
         for bar, is_marked in zip(bars, marked, strict=True):
@@ -126,17 +147,18 @@ def metric_bars(labels: Sequence[str], series: Dict[str, Tuple[Sequence[Optional
 
 def mce_bars(labels: Sequence[str], ours: Sequence[float], published: Sequence[Optional[float]],
              path: Path, marked: Optional[Sequence[bool]] = None,
-             stds: Optional[Sequence[Optional[float]]] = None,
+             stds: Optional[Sequence[Err]] = None,
              marked_label: str = MARKED_LABEL) -> Path:
-    """mCE per paper cell: this framework's bars (values on top, std over seeds as error bars,
-    hatched when marked), published values as diamonds; legend outside the axes."""
+    """mCE per paper cell: this framework's bars (values on top, std over seeds or a 95 %
+    interval as error bars, :func:`yerr`; hatched when marked), published values as diamonds;
+    legend outside the axes."""
     plt = _pyplot()
     marked = list(marked) if marked is not None else [False] * len(labels)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(labels) + 3.5), 4))
     xs = list(range(len(labels)))
-    errs = [s or 0.0 for s in stds] if stds is not None else None
+    errs = yerr(ours, stds) if stds is not None else None
     bars = ax.bar(xs, ours, 0.6, color="#4c72b0", label="this framework", edgecolor="black",
-                  linewidth=0.4, yerr=errs if errs and any(errs) else None, capsize=2)
+                  linewidth=0.4, yerr=errs, capsize=2)
     for bar, is_marked in zip(bars, marked, strict=True):
         if is_marked:
             bar.set_hatch(HATCH)

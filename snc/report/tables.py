@@ -6,7 +6,10 @@ Rules (the README's "Report" paragraph):
 - runs that differ only by seed are one setting, shown as mean ± std (n), never best-of-seeds;
 - the best setting of a grid is the one with the best mean primary metric (lowest mCE for
   classification); on the appendix grid this is the paper's protocol, selected on the test
-  corruptions;
+  corruptions; ``select_on="validation"`` chooses by a validation score instead (held-out
+  corruptions, :func:`snc.report.collect.validation`) and reports that choice's test mCE;
+- intervals: each model's shifts with the 95 % intervals its results hold, and each method minus
+  the ``basic`` method of its dataset and backbone with a 95 % interval (:mod:`.intervals`);
 - synthetic-data runs carry ``[synthetic]``, generated corrupted sets ``[generated-C]``.
 """
 
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from snc.report import intervals
 from snc.report.collect import (
     Group,
     Variant,
@@ -29,6 +33,8 @@ from snc.report.collect import (
     pool_seeds,
     primary_metric,
     task_metrics,
+    validation,
+    validation_score,
     varying_keys,
 )
 from snc.report.published import (
@@ -43,6 +49,7 @@ SETTING_NAMES = {"cn_active_num": "active_num", "cn_prob": "prob", "setting_hash
 MATCHES = ("cell", "other backbone", "other dataset")
 PAPER_FIGURES = ":paper"  # key of the paper-cell figures in ``figures`` (never a group slug)
 PAPER_PROTOCOL = "selected on the test corruptions (paper protocol)"
+VALIDATION_PROTOCOL = "selected on held-out validation corruptions, not the test mCE"
 CSV_FIELDS = ["table", "row", "column", "dataset", "metric", "match", "published", "ours", "std",
               "n", "diff", "runs", "settings", "active_num", "prob", "trained_on", "backbone",
               "corrupted_set", "marks", "best_run"]
@@ -63,13 +70,14 @@ def _settings_text(settings: Dict[str, Any], keys: Sequence[str]) -> str:
     return ", ".join(f"{SETTING_NAMES.get(k, k)}={settings.get(k)}" for k in keys)
 
 
-def compare(runs: Sequence[Dict]) -> List[Dict]:
+def compare(runs: Sequence[Dict], select_on: str = "test") -> List[Dict]:
     """One entry per (paper cell, match) that has runs: ``match`` is ``cell`` (dataset and
     backbone are the cell's: ``diff`` = ours - published), ``other backbone`` or ``other
     dataset`` (listed beside the cell, no difference). ``ours`` is the mean over seeds of the
     best setting (by mean mCE, else the task's primary metric), ``n`` its number of seeds,
     ``runs`` the number of runs of that match. Cells of tables missing from published.yaml get
-    ``match = 'not in published.yaml'``."""
+    ``match = 'not in published.yaml'``. ``select_on="validation"``: a grid's setting is
+    chosen by the validation score (``select_on`` and ``validation`` say so and give it)."""
     pub = load_published()
     entries = []
     for (table, row, column, dataset), cell_runs in sorted(group_by_cell(runs).items()):
@@ -85,9 +93,13 @@ def compare(runs: Sequence[Dict]) -> List[Dict]:
             variants = pool_seeds(members)
             select = "mce" if any("mce" in r for r in members) else (metric or
                                                                      primary_metric(members))
+            how = "validation" if select_on == "validation" and select == "mce" \
+                and len(variants) > 1 else "test"
             try:
-                best = best_variant(variants, select)
+                best = best_variant(variants, select, how)
             except ValueError:
+                if how == "validation":
+                    raise
                 best = variants[0]
             ours = best.mean(metric) if metric else None
             published = published_value(table, row, column, dataset) if known else None
@@ -99,6 +111,8 @@ def compare(runs: Sequence[Dict]) -> List[Dict]:
                 "diff": (ours - published if match == "cell" and ours is not None
                          and published is not None else None),
                 "runs": len(members), "variants": len(variants), "selected_by": select,
+                "select_on": how,
+                "validation": best.validation() if how == "validation" else None,
                 "settings": _settings_text(best.settings, varying_keys(variants)),
                 "active_num": first.get("cn_active_num"), "prob": first.get("cn_prob"),
                 "trained_on": first.get("dataset"), "backbone": first.get("backbone"),
@@ -162,8 +176,12 @@ def _entry_line(e: Dict, digits: int) -> str:
     if e["variants"] > 1:
         kind = (f"{e['runs']} runs" if e["runs"] == e["variants"]
                 else f"{e['variants']} settings ({e['runs']} runs, seeds pooled)")
-        text += (f"; best of {kind} by {direction} "
-                 f"{label(e['selected_by']).split(' (')[0]} ({e['settings']})")
+        if e.get("select_on") == "validation":
+            text += (f"; chosen from {kind} by lowest validation score "
+                     f"({e['validation']:.{digits}f}), its test mCE shown ({e['settings']})")
+        else:
+            text += (f"; best of {kind} by {direction} "
+                     f"{label(e['selected_by']).split(' (')[0]} ({e['settings']})")
     if e.get("official"):
         text += f"; {e['official']}"
     names = ", ".join(_run_name(d) for d in e["best_run"].split(";"))
@@ -222,8 +240,12 @@ def paper_markdown(entries: Sequence[Dict]) -> str:
         lines = [_entry_line(e, digits) for e in listed]
         out.append("Runs per cell (mean ± std over seeds where there are several):\n")
         out.extend(lines)
-        if any(e["selected_by"] == "mce" and e["variants"] > 1 for e in listed):
+        if any(e["selected_by"] == "mce" and e["variants"] > 1
+               and e.get("select_on") != "validation" for e in listed):
             out.append(f"\nBest of a grid: lowest mCE, {PAPER_PROTOCOL}.")
+        if any(e.get("select_on") == "validation" for e in listed):
+            out.append(f"\nSetting of a grid: lowest validation score, {VALIDATION_PROTOCOL}; "
+                       "the cell shows the test mCE of that choice.")
         out.append("")
     if unknown:
         out.append("### Cells not in published.yaml\n")
@@ -245,26 +267,31 @@ class GroupSummary:
     metrics: List[str]
     primary: Optional[str]
     best: Optional[Variant]
+    select_on: str = "test"  # how ``best`` was chosen: test (primary metric) or validation
 
 
-def summarize(runs: Sequence[Dict]) -> List[GroupSummary]:
-    """One summary per experiment (and sweep), sorted by name."""
+def summarize(runs: Sequence[Dict], select_on: str = "test") -> List[GroupSummary]:
+    """One summary per experiment (and sweep), sorted by name. ``select_on="validation"``:
+    the best setting of a classification group (primary metric mCE) is the one with the lowest
+    validation score; other tasks have no validation score and keep their primary metric."""
     out = []
     for group in group_runs(runs):
         variants = pool_seeds(group.runs)
         varying = varying_keys(variants)
         common = {k: v for k, v in variants[0].settings.items()
-                  if k not in varying and v is not None}
+                  if k not in varying and v is not None and k != "setting_hash"}
         tasks = sorted({str(r.get("task") or "classify") for r in group.runs})
         common = {"task": "/".join(tasks), **common}
         metrics = task_metrics(group.runs)
         primary = primary_metric(group.runs)
         best = None
+        how = "validation" if select_on == "validation" and primary == "mce" else "test"
         # a best setting only among runs of one task and dataset (else nothing is comparable)
         if len(variants) > 1 and primary is not None and len(tasks) == 1 \
                 and "dataset" not in varying:
-            best = best_variant(variants, primary)
-        out.append(GroupSummary(group, variants, varying, common, metrics, primary, best))
+            best = best_variant(variants, primary, how)
+        out.append(GroupSummary(group, variants, varying, common, metrics, primary, best,
+                                how if best is not None else "test"))
     return out
 
 
@@ -273,6 +300,14 @@ def _best_line(s: GroupSummary) -> str:
     direction = "highest" if higher_is_better(s.primary) else "lowest"
     name = label(s.primary).split(" (")[0]
     value = _mean_std(s.best.mean(s.primary), s.best.std(s.primary), s.best.n, 2)
+    if s.select_on == "validation":
+        _, what = validation(s.best.runs[0])
+        text = (f"Chosen setting: {_settings_text(s.best.settings, s.varying)} — lowest "
+                f"validation score ({s.best.validation():.2f}%: {what}"
+                f"{', mean over seeds' if s.best.n > 1 else ''}); {VALIDATION_PROTOCOL}; "
+                f"its test {name}: {value}%")
+        runs = ", ".join(_run_name(d) for d in s.best.run_dirs())
+        return text + f". Run{'s' if s.best.n > 1 else ''}: {runs}"
     text = (f"Best setting: {_settings_text(s.best.settings, s.varying)} — {direction} "
             f"{name} ({value}%)")
     ties = [v for v in s.variants if v is not s.best
@@ -302,8 +337,9 @@ def groups_markdown(summaries: Sequence[GroupSummary],
                    f"setting{'s' if len(s.variants) != 1 else ''}. Settings: "
                    + ", ".join(f"{SETTING_NAMES.get(k, k)}={v}" for k, v in s.common.items())
                    + "\n")
+        scored = s.select_on == "validation"
         header = [SETTING_NAMES.get(k, k) for k in s.varying] + ["n", "seeds"] + \
-            [label(m) for m in s.metrics] + ["marks"]
+            [label(m) for m in s.metrics] + (["validation (%) ↓"] if scored else []) + ["marks"]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * len(header))
         for v in s.variants:
@@ -316,6 +352,11 @@ def groups_markdown(summaries: Sequence[GroupSummary],
                 if v is s.best and m == s.primary:
                     text = f"**{text}**"
                 cells.append(text)
+            if scored:
+                val = [validation_score(r) for r in v.runs]
+                mean = sum(val) / len(val)
+                std = _std(val)
+                cells.append(f"{mean:.2f}" if v.n == 1 else f"{mean:.2f} ± {_fmt(std, 2)}")
             cells.append(" ".join(marks(v.runs)) or "")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
@@ -325,9 +366,63 @@ def groups_markdown(summaries: Sequence[GroupSummary],
             out.append(_best_line(s) + "\n")
         elif len(s.variants) > 1:
             out.append("No best setting: the runs differ in task or dataset.\n")
+        if intervals.has_intervals(s.group.runs):
+            out.append(shifts_markdown(s))
         if figures.get(g.slug):
             out.append("Figures: " + ", ".join(figures[g.slug]) + "\n")
     return "\n".join(out)
+
+
+def _std(values: Sequence[float]) -> Optional[float]:
+    if len(values) < 2:
+        return None
+    mu = sum(values) / len(values)
+    return (sum((x - mu) ** 2 for x in values) / (len(values) - 1)) ** 0.5
+
+
+def shifts_markdown(s: GroupSummary) -> str:
+    """Each setting's clean error, mCE and shifts with 95 % intervals."""
+    cols = intervals.shift_columns(s.group.runs)
+    header = [SETTING_NAMES.get(k, k) for k in s.varying] + ["n"] + [h for _, h in cols]
+    out = ["Shifts, 95 % intervals:\n", "| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
+    for v in s.variants:
+        cells = [str(v.settings.get(k)) for k in s.varying] + [str(v.n)]
+        cells += [intervals.shift_cell(v, key) for key, _ in cols]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("\n[lo, hi]: 95 % percentile bootstrap interval over the test images (one run: "
+               "from its results.json; seeds: of their mean, from their per_image.npz); "
+               "[—]: none recorded.\n")
+    return "\n".join(out)
+
+
+def _model_label(s: GroupSummary, v: Variant) -> str:
+    text = s.group.name
+    if s.varying:
+        text += f": {_settings_text(v.settings, s.varying)}"
+    return text + (" (chosen)" if v is s.best else "")
+
+
+def differences_markdown(summaries: Sequence[GroupSummary]) -> str:
+    """Each method minus the basic method of its dataset and backbone, with 95 % intervals;
+    empty when there is no such pair."""
+    models = [(_model_label(s, v), v) for s in summaries for v in s.variants]
+    rows = intervals.differences(models)
+    if not rows:
+        return ""
+    out = ["## Differences\n",
+           "Each setting minus the `basic` setting of the same dataset, backbone, training "
+           "length and data (points; negative: fewer errors than basic). 95 % interval: Welch t "
+           "over seeds when both have ≥ 3 seeds, else a paired bootstrap over the same test "
+           "images (per_image.npz; the seeds of a setting averaged per image).\n",
+           "| model | baseline | metric | n | difference | 95 % interval | how | verdict |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = "—" if r["low"] is None else f"[{r['low']:+.2f}, {r['high']:+.2f}]"
+        out.append(f"| {r['model']} | {r['baseline']} | {label(r['metric'])} | "
+                   f"{r['n_a']} vs {r['n_b']} | {r['diff']:+.2f} | {ci} | {r['how']} | "
+                   f"{intervals.verdict(r)} |")
+    return "\n".join(out) + "\n"
 
 
 def legend_lines(runs: Sequence[Dict]) -> List[str]:
@@ -364,6 +459,9 @@ def markdown(entries: Sequence[Dict], summaries: Sequence[GroupSummary] = (),
     if summaries:
         out.append("## Runs by experiment\n")
         out.append(groups_markdown(summaries, figures))
+        diffs = differences_markdown(summaries)
+        if diffs:
+            out.append(diffs)
     if (figures or {}).get(PAPER_FIGURES):
         out.append("## Figures\n")
         out.append("Paper cells: " + ", ".join(figures[PAPER_FIGURES]) + "\n")
