@@ -56,8 +56,8 @@ def test_names_severity_values_and_level():
         assert not set(CBAR_CORRUPTIONS[benchmark]) & set(ALL_CORRUPTIONS)
     assert len(CBAR_ALL) == 15
     assert level(4.9, 112) == 54.88000000000001  # (s * M) / 10, not s * (M / 10)
-    assert {n for n in CBAR_ALL if not STATS["cifar"]["corruptions"].get(n, {"random": 1})
-            ["random"]} == set(CBAR_DETERMINISTIC)
+    assert {n for b in FILES for n, c in STATS[b]["corruptions"].items()
+            if not c["random"]} == set(CBAR_DETERMINISTIC)
 
 
 @pytest.mark.parametrize("name", CBAR_CORRUPTIONS["cifar"])

@@ -3,8 +3,9 @@
 CIFAR-10-C / CIFAR-100-C layout (Hendrycks & Dietterich, ICLR 2019): a folder with one
 ``<corruption>.npy`` per corruption, uint8 ``(5 * N, 32, 32, 3)`` with severity 1 in rows
 ``0 .. N-1``, then severity 2, ... (test-set order inside each block), and ``labels.npy`` of
-length ``5 * N``; CIFAR-10-C-bar uses the same layout with its 10 corruptions. ImageNet-C layout: ``<corruption>/<severity>/<class>/<file>.JPEG`` (JPEG
-quality 85), read with an image-folder loader.
+length ``5 * N`` (CIFAR-10-C-bar uses the same layout with its 10 corruptions). ImageNet-C
+layout: ``<corruption>/<severity>/<class>/<file>.JPEG`` (JPEG quality 85), read with an
+image-folder loader.
 
 A generated set carries ``manifest.json`` with ``"generated": true``, the generator settings and
 a SHA-256 per file, so it is never mistaken for (or reported as) the published set.
