@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY
 
 from snc.engine import run
 from snc.errors import ConfigError
@@ -77,8 +78,9 @@ def test_bad_sources_fail_with_the_fix(finished, make_cfg, tmp_path):
         evaluate(make_cfg(f"run_dir={run_dir}", name="evaluate"),
                  overrides=[f"run_dir={run_dir}", "backbone=wrn40_2"])
     with pytest.raises(ConfigError, match="does not fit the model"):
-        evaluate(make_cfg(f"checkpoint={run_dir}/ckpt/last.pt", "backbone.overrides.widen_factor=2", *FAST,
-                          name="evaluate"), overrides=[])
+        evaluate(make_cfg(f"checkpoint={run_dir}/ckpt/last.pt",
+                          "backbone.overrides.widen_factor=2", *FAST, name="evaluate"),
+                 overrides=[])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="not a readable checkpoint"):
         evaluate(make_cfg(f"checkpoint={tmp_path / 'junk.pt'}", *FAST, name="evaluate"),
@@ -137,3 +139,79 @@ def test_cifar_c_is_downloaded_with_the_clean_set(server, tmp_path, monkeypatch,
     other = tmp_path / "elsewhere" / "CIFAR-10-C"
     datasets._download_published(cfg, other)  # download off: nothing fetched
     assert not other.exists()
+
+
+# ------------------------------------------------------------------------------- the registry
+
+
+def test_cifar10_1_is_evaluated_in_its_own_block(make_cfg, tmp_path, monkeypatch):
+    """A published single set through the suite: loaded, normalised like the test set,
+    counted over every image, and kept per image."""
+    from test_shifts import fake_cifar10_1, with_checksums_of
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "ten.npz"  # a 10-class model, as a CIFAR-10 one
+    np.savez(path, train_images=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+             train_labels=np.arange(40) % 10,
+             test_images=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+             test_labels=np.arange(20) % 10)
+    fake_cifar10_1(tmp_path / "data" / "CIFAR-10.1", n=30)
+    with_checksums_of(monkeypatch, "cifar10_1", checksums={})  # fake files: not the published
+    tiny = [o for o in TINY if not o.startswith("dataset")]
+    results = run(make_cfg(*tiny, "dataset=npz", f"dataset.path={path}",
+                           "dataset.corrupted=none", "evaluate.shifts=[corrupted,cifar10_1]",
+                           "epochs=1", "evaluate.bootstrap=0", tiny=False))
+    block = results["shifts"]["cifar10_1"]
+    assert block["kind"] == "single" and block["num_images"] == 30
+    assert 0 <= block["error"] <= 100
+    assert list(results["shifts"]) == ["cifar10_1"] and "mce" not in results  # corrupted=none
+
+
+def test_shift_names_and_fits_are_checked_before_anything_is_written(make_cfg, tmp_path):
+    from snc.engine.runner import validate
+
+    with pytest.raises(ConfigError, match="unknown shift 'cifar10_2'.*cifar10_1"):
+        validate(make_cfg("evaluate.shifts=[cifar10_2]"))
+    with pytest.raises(ConfigError, match="cifar10_1 is a CIFAR-10 test set.*100 classes"):
+        validate(make_cfg("dataset.num_classes=100", "evaluate.shifts=[cifar10_1]"))
+    with pytest.raises(ConfigError, match="imagenet_r is a ImageNet test set"):
+        validate(make_cfg("evaluate.shifts=[imagenet_r]"))
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_subset_head_keeps_the_columns_of_the_sets_classes():
+    import torch
+
+    from snc.eval.suite import _SubsetHead
+
+    model = torch.nn.Linear(4, 1000)
+    head = _SubsetHead(model, [3, 999, 10])
+    x = torch.randn(2, 4)
+    assert torch.equal(head(x), model(x)[:, [3, 999, 10]])
+
+
+def test_the_demo_shifts_carry_intervals_and_per_image_rows(make_cfg):
+    """Every offline shift of a synthetic model: its -C and -C-bar sets, generated from its
+    test images, each with a 95 % interval that holds its number; the per-image file has the
+    rows the intervals were resampled from."""
+    results = run(make_cfg("dataset.num_test=40", "epochs=1", "evaluate.bootstrap=200",
+                           "evaluate.shifts=[corrupted,corrupted_bar]"))
+    c, bar = results["shifts"]["synthetic_c"], results["shifts"]["synthetic_c_bar"]
+    assert bar["kind"] == "corruptions" and bar["set"] == "generated"
+    from snc.data.corruptions import CBAR_CORRUPTIONS
+
+    errors = [bar[f"corruption/{n}/s{s}/error"] for n in CBAR_CORRUPTIONS["cifar"]
+              for s in range(1, 6)]
+    assert bar["mce"] == pytest.approx(sum(errors) / 50)  # -C-bar: the plain mean of its 50
+    for block in (c, bar):
+        low, high = block["ci95"]["mce"]
+        assert low <= block["mce"] <= high
+    low, high = results["ci95"]["clean/error"]
+    assert low <= results["clean/error"] <= high and results["ci95"]["mce"] == list(c["ci95"]["mce"])
+    assert results["bootstrap"] == {"resamples": 200, "seed": 0, "level": 0.95}
+    with np.load(Path(results["run_dir"]) / "per_image.npz", allow_pickle=False) as f:
+        assert f["clean"].shape == (40,) and f["clean"].dtype == bool
+        assert f["synthetic_c_bar/lines/s2"].shape == (40,)
+        assert 100 * (1 - f["clean"].mean()) == pytest.approx(results["clean/error"])
+        fog = f["synthetic_c/fog/s3"]
+        assert 100 * (1 - fog.mean()) == pytest.approx(results["corruption/fog/s3/error"])

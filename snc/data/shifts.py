@@ -90,8 +90,10 @@ def subset_indices(wnids: Sequence[str]) -> Tuple[int, ...]:
 def c_bar_severities(domain: str) -> Dict[str, Tuple[float, ...]]:
     """``{corruption: five severity values}`` of CIFAR-10-C-bar (``cifar10``) or
     ImageNet-C-bar (``imagenet``), in the published corruption order."""
-    doc = json.loads((SHIFT_DATA / "c_bar.json").read_text())
-    return {name: tuple(values) for name, values in doc[domain].items()}
+    from snc.data.corruptions.cbar import CBAR, SEVERITY_VALUES
+
+    preset = "imagenet" if domain == "imagenet" else "cifar"
+    return {name: tuple(SEVERITY_VALUES[preset][name]) for name in CBAR[preset]}
 
 
 # ----------------------------------------------------------------------------- registry

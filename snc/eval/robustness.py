@@ -106,9 +106,17 @@ def imagenet_ce(errors: Mapping[Tuple[str, int], float], corruption: str,
     return 100.0 * (model - 5 * clean_error / 100) / (5 * (alex - ALEXNET_CLEAN_ERROR))
 
 
+def mce_benchmark(names: Sequence[str]) -> Tuple[str, ...]:
+    """The corruptions whose errors make the mCE of a set holding ``names``: the 15 of -C when
+    the set has -C corruptions (held-out ones such as speckle_noise stay out), else all of
+    them (a -C-bar set)."""
+    names = tuple(dict.fromkeys(names))
+    return tuple(CORRUPTIONS) if any(c in CORRUPTIONS for c in names) else names
+
+
 def corruption_metrics(errors: Mapping[Tuple[str, int], float], protocol: str = "cifar",
                        clean_error: Optional[float] = None,
-                       benchmark: Sequence[str] = CORRUPTIONS) -> Dict[str, float]:
+                       benchmark: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """The metric dict for per-(corruption, severity) ``errors`` in percent.
 
     The arithmetic is element-wise, so the values may also be NumPy arrays (one error per
@@ -118,10 +126,11 @@ def corruption_metrics(errors: Mapping[Tuple[str, int], float], protocol: str = 
         errors: ``{(corruption, severity): error %}``.
         protocol: ``cifar`` (plain mean) or ``imagenet`` (AlexNet-normalized).
         clean_error: clean error in percent (for ``relative_mce`` on ImageNet).
-        benchmark: the corruptions whose errors make the mCE (default the 15 of -C; others in
-            ``errors``, e.g. held-out validation corruptions, get their errors only). Any other
-            list (the -C-bar sets) is averaged plainly under either protocol, as published:
-            AlexNet errors exist for the 15 -C corruptions only.
+        benchmark: the corruptions whose errors make the mCE (default
+            :func:`mce_benchmark` of the names in ``errors``: the 15 of -C, so held-out
+            validation corruptions get their errors only). Any other list (the -C-bar sets)
+            is averaged plainly under either protocol, as published: AlexNet errors exist for
+            the 15 -C corruptions only.
     """
     names = [c for c in dict.fromkeys(c for c, _ in errors)]
     out: Dict[str, float] = {}
@@ -129,7 +138,7 @@ def corruption_metrics(errors: Mapping[Tuple[str, int], float], protocol: str = 
         out[f"corruption/{c}/s{s}/error"] = e
     for c in names:
         out[f"corruption/{c}/error"] = sum(errors[(c, s)] for s in range(1, 6)) / 5
-    benchmark = tuple(benchmark)
+    benchmark = tuple(mce_benchmark(names) if benchmark is None else benchmark)
     if not all(c in names for c in benchmark):
         return out
     if protocol == "imagenet" and benchmark == tuple(CORRUPTIONS):

@@ -115,10 +115,10 @@ def error_interval(correct: np.ndarray, *, resamples: int = RESAMPLES, seed: int
 
 
 def _metric_arrays(clean: np.ndarray, corrupted: Mapping[Tuple[str, int], np.ndarray],
-                   protocol: str, resamples: int, seed: int
+                   protocol: str, resamples: int, seed: int, benchmark=None
                    ) -> Tuple[Dict[str, float], Dict[str, np.ndarray]]:
     """Point metrics of the full data and the same metrics per replicate (paired indices)."""
-    from snc.eval.robustness import corruption_metrics  # the one copy of the mCE formulas
+    from snc.eval.robustness import corruption_metrics, mce_benchmark  # the one copy
 
     if protocol not in ("cifar", "imagenet"):
         raise ValueError(f"protocol must be 'cifar' or 'imagenet', got {protocol!r}")
@@ -127,6 +127,7 @@ def _metric_arrays(clean: np.ndarray, corrupted: Mapping[Tuple[str, int], np.nda
     clean_wrong = _wrong(clean, "clean")
     n = clean_wrong.size
     keys = list(corrupted)
+    benchmark = mce_benchmark([c for c, _ in keys]) if benchmark is None else benchmark
     wrongs = np.stack([clean_wrong] + [_wrong(corrupted[k], f"corrupted {k}", n) for k in keys],
                       axis=1)
     point_errors = 100.0 * wrongs.sum(axis=0) / n
@@ -134,10 +135,10 @@ def _metric_arrays(clean: np.ndarray, corrupted: Mapping[Tuple[str, int], np.nda
     clean_point = float(point_errors[0]) if protocol == "imagenet" else None
     point = corruption_metrics({k: float(e) for k, e in zip(keys, point_errors[1:],
                                                              strict=True)},
-                               protocol, clean_point)
+                               protocol, clean_point, benchmark)
     point["clean/error"] = float(point_errors[0])
     rep = corruption_metrics({k: reps[:, j + 1] for j, k in enumerate(keys)}, protocol,
-                             reps[:, 0] if protocol == "imagenet" else None)
+                             reps[:, 0] if protocol == "imagenet" else None, benchmark)
     rep["clean/error"] = reps[:, 0]
     return point, rep
 
@@ -150,7 +151,8 @@ def _interval_keys(metrics: Mapping[str, object]) -> list:
 def mce_interval(clean: np.ndarray, corrupted: Mapping[Tuple[str, int], np.ndarray], *,
                  protocol: str = "cifar", resamples: int = RESAMPLES, seed: int = 0,
                  level: float = LEVEL) -> Dict[str, Tuple[float, float]]:
-    """Intervals of ``mce`` (when the 15 benchmark corruptions are there), each
+    """Intervals of ``mce`` (the 15 benchmark corruptions of -C, or every corruption of a set
+    without them such as -C-bar: :func:`~snc.eval.robustness.mce_benchmark`), each
     ``corruption/<c>/error``, ``clean/error`` and, for ``protocol='imagenet'``,
     ``relative_mce``; ``corrupted[(c, s)][i]`` is a corrupted copy of clean image ``i``.
 

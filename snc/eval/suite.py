@@ -80,15 +80,6 @@ class _Planned:
     single: Any = None               # SingleSet once prepared
     info: Dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def benchmark(self) -> Tuple[str, ...]:
-        """The corruptions of the mCE: the 15 of -C (held-out ones excluded), or all of a
-        -C-bar set."""
-        from snc.data.corruptions import CORRUPTIONS
-
-        names = tuple(self.sets.corruptions) if self.sets is not None else self.corruptions
-        return CORRUPTIONS if any(c in CORRUPTIONS for c in names) else names
-
 
 class ShiftSuite:
     """The shifts of ``cfg.evaluate``: checked when built, prepared before training (download,
@@ -203,7 +194,7 @@ class ShiftSuite:
             if p.kind == "corruptions":
                 p.sets = data.layout.sets(root=root, corruptions=p.corruptions,
                                           mode="published", generate=lambda: None,
-                                          **_grid_kwargs(data.layout, shift))
+                                          **_grid_kwargs(data.layout, shift, root))
                 p.sets.prepare()
                 p.info["set"] = "generated" if p.sets.generated else "published"
             else:
@@ -270,8 +261,7 @@ class ShiftSuite:
                                       progress=done, per_image=rows)
         block: Dict[str, Any] = {"kind": "corruptions", "title": p.title, **p.info,
                                  "num_images": p.sets.expected(*next(iter(errors)))}
-        block.update(corruption_metrics(errors, protocol, flat["clean/error"],
-                                        benchmark=p.benchmark))
+        block.update(corruption_metrics(errors, protocol, flat["clean/error"]))
         images = {f"/{c}/s{s}": v for (c, s), v in (rows or {}).items()}
         return block, images
 
@@ -423,11 +413,18 @@ def _generator(layout, root: Path, names, progress: bool, rank: int, barrier) ->
     return generate
 
 
-def _grid_kwargs(layout, shift) -> Dict[str, Any]:
+def _grid_kwargs(layout, shift, root: Path) -> Dict[str, Any]:
+    """Loader arguments of a published grid; ImageNet-C-bar's severity folders (named 1..5 or
+    by the severity value) as found on disk."""
+    from snc.data.shifts import severity_dir
+
     kw = layout.corrupted_kwargs()
-    dirs = getattr(shift, "severity_dirs", None)
-    if dirs:
-        kw["severity_dirs"] = dirs
+    if shift.severities and "severity_dirs" in getattr(layout.sets, "__dataclass_fields__", {}):
+        try:
+            kw["severity_dirs"] = {c: tuple(severity_dir(shift, root, c, s).name
+                                            for s in range(1, 6)) for c in shift.corruptions}
+        except FileNotFoundError as err:
+            raise ConfigError(f"{shift.name}: {err} not found; layout: {shift.layout}") from None
     return kw
 
 
