@@ -89,6 +89,8 @@ def migrate(old: dict, name: str = "") -> dict:
     new["evaluate"] = {"shifts": ["corrupted"], "download": bool(old["dataset"].get("download",
                                                                                   False)),
                        "bootstrap": 1000, "bootstrap_seed": 0, "validation": "none"}
+    if name == "demo":  # the offline demo shows every shift it can make: its -C and -C-bar
+        new["evaluate"]["shifts"].append("corrupted_bar")
     return new
 
 

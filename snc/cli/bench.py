@@ -22,7 +22,9 @@ with synchronisation on GPUs. The last line is ``speedup_vs_reference=<reference
 snc step time>``.
 
 Bench-only options (prefix ``+bench.``): ``steps`` (timed steps per variant, default 3 on CPU,
-20 on CUDA), ``warmup`` (1 / 5), ``eval_batches`` (1 / 10), ``images`` (dataset size).
+20 on CUDA), ``warmup`` (1 / 5), ``eval_batches`` (1 / 10), ``images`` (dataset size),
+``shifts`` (time -C-bar generation at 32 and 224 px and evaluation over the generated set;
+default true), ``shift_images`` (images of that set, default 100).
 """
 
 from __future__ import annotations
@@ -145,6 +147,47 @@ def time_eval(variant: Variant, images, labels, batches: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def time_shifts(variant: Variant, images, labels, n: int = 100, n224: int = 2) -> None:
+    """-C-bar generation images/s at 32 px (a set of ``n`` images in the published layout) and
+    224 px (``n224`` images per ImageNet-C-bar corruption), and evaluation images/s over the
+    generated set as the shift suite reads it (memory-mapped files, loader, model)."""
+    import tempfile
+    from pathlib import Path
+
+    from snc.data.corrupted import generate_cifar_style
+    from snc.data.corruptions import CBAR_CORRUPTIONS, corrupt
+    from snc.data.datasets import ArrayCorruptedSets
+    from snc.eval.robustness import evaluate_corruptions
+
+    d, names = variant.cfg.dataset, CBAR_CORRUPTIONS["cifar"]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        generate_cifar_style(images[:n], labels[:n], Path(tmp), corruptions=names,
+                             preset="cifar", workers=0, progress=False)
+        made = 5 * len(names) * n / (time.perf_counter() - start)
+        big = np.random.default_rng(1).integers(0, 256, (n224, 224, 224, 3), dtype=np.uint8)
+        start = time.perf_counter()
+        for name in CBAR_CORRUPTIONS["imagenet"]:
+            corrupt(big, name, 3, preset="imagenet")
+        made224 = len(CBAR_CORRUPTIONS["imagenet"]) * n224 / (time.perf_counter() - start)
+
+        def loader(x, y):
+            return ArrayLoader(x, y, batch_size=variant.cfg.eval_batch_size, mean=list(d.mean),
+                               std=list(d.std), device=variant.device,
+                               channels_last=variant.cfg.channels_last)
+
+        sets = ArrayCorruptedSets(root=Path(tmp), corruptions=names, mode="published",
+                                  make_loader=loader, generate=lambda: None)
+        sync(variant.device)
+        start = time.perf_counter()
+        evaluate_corruptions(variant.forward, sets, variant.amp, per_image={})
+        sync(variant.device)
+        evaluated = 5 * len(names) * n / (time.perf_counter() - start)
+    print(f"-C-bar generation img/s (one process): 32 px {made:.0f}, 224 px {made224:.1f}; "
+          f"shift-set eval img/s (generated CIFAR-C-bar, {5 * len(names) * n:,} images, "
+          f"per-image rows kept): {evaluated:.0f}")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from snc.cli import bench_tasks  # fixmatch / segment / text: snc/cli/bench_tasks.py
@@ -239,6 +282,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"100 CIFAR epochs at this rate: snc {minutes[requested]:.1f} min, reference "
           f"{minutes['reference']:.1f} min; CIFAR-C (750,000 images) eval: "
           f"{750_000 / eval_snc:.0f} s")
+    if bench.get("shifts", True):
+        time_shifts(variants[requested], images, labels, n=int(bench.get("shift_images", 100)))
     print(f"speedup_vs_reference={mean['reference'] / mean[requested]:.3f}")
     return 0
 

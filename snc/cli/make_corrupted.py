@@ -28,6 +28,7 @@ from snc.data.corrupted import (
     generate_imagenet_style,
 )
 from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, PRESETS
+from snc.data.corruptions.cbar import CBAR_ALL
 
 
 def load_arrays(source: str, data_dir: Path):
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
                         help="parameter table (default: cifar for the cifar layout, "
                              "imagenet for the imagenet layout)")
     parser.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS),
-                        choices=ALL_CORRUPTIONS, metavar="NAME")
+                        choices=ALL_CORRUPTIONS + CBAR_ALL, metavar="NAME")
     parser.add_argument("--extra", action="store_true", help="also the 4 extra corruptions")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=default_workers())

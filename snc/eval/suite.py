@@ -120,7 +120,8 @@ class ShiftSuite:
                 raise ConfigError(f"{err} (or {OWN} / {OWN_BAR}: this dataset's -C and -C-bar "
                                   "sets)") from None
             if shift.kind == "corruptions" and (cfg.dataset.get("corrupted") == "generate"
-                                               or dataset != shift.domain):
+                                               or dataset != shift.domain
+                                               or not shift.published):
                 if not shift.generated_ok:
                     raise ConfigError(f"{name} cannot be generated for dataset={dataset}; it "
                                       f"is read from its published files ({shift.source})")
@@ -219,6 +220,9 @@ class ShiftSuite:
         from tqdm.auto import tqdm
 
         keep = world == 1 and self.settings["bootstrap"] > 0
+        if world > 1 and self.settings["bootstrap"] > 0:
+            log.warning("no 95 %% intervals: they need the per-image results of a "
+                        "single-process evaluation (python -m snc.evaluate run_dir=...)")
         per_image: Dict[str, np.ndarray] = {}
         log.info("evaluating the clean test set (%d images)", data.test.total_samples)
         flat: Dict[str, Any] = dict(clean_error(model, data.test, data.num_classes, amp,

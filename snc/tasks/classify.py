@@ -196,8 +196,17 @@ class Classify(Task):
         return result.results()
 
     def summary(self, results: Mapping[str, Any]) -> str:
-        line = f"clean error {results['clean/error']:.2f}%"
+        ci = results.get("ci95") or {}
+
+        def interval(key: str) -> str:
+            return f" [{ci[key][0]:.2f}, {ci[key][1]:.2f}]" if key in ci else ""
+
+        line = f"clean error {results['clean/error']:.2f}%{interval('clean/error')}"
         if "mce" in results:
-            line += (f" | mCE {results['mce']:.2f}% ({results.get('corrupted_set', '')} "
-                     "corrupted set)")
+            line += (f" | mCE {results['mce']:.2f}%{interval('mce')} "
+                     f"({results.get('corrupted_set', '')} corrupted set)")
+        others = [n for n, b in (results.get("shifts") or {}).items()
+                  if b.get("mce") != results.get("mce") or b["kind"] == "single"]
+        if others:
+            line += f" | +{len(others)} shift{'s' if len(others) > 1 else ''} in results.json"
         return line
