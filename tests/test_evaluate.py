@@ -207,7 +207,8 @@ def test_the_demo_shifts_carry_intervals_and_per_image_rows(make_cfg):
         low, high = block["ci95"]["mce"]
         assert low <= block["mce"] <= high
     low, high = results["ci95"]["clean/error"]
-    assert low <= results["clean/error"] <= high and results["ci95"]["mce"] == list(c["ci95"]["mce"])
+    assert low <= results["clean/error"] <= high
+    assert results["ci95"]["mce"] == list(c["ci95"]["mce"])
     assert results["bootstrap"] == {"resamples": 200, "seed": 0, "level": 0.95}
     with np.load(Path(results["run_dir"]) / "per_image.npz", allow_pickle=False) as f:
         assert f["clean"].shape == (40,) and f["clean"].dtype == bool
