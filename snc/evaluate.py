@@ -149,6 +149,7 @@ def evaluate(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Dict[str
         for key in ("pretrained", "weights"):
             if cfg.backbone.get(key):
                 cfg.backbone[key] = None
+    cfg.dataset.eval_only = True  # no training split needed (ImageNet: val/ alone)
     task = Classify(cfg)
     task.identity()  # checks the data (and published checksums) before anything is written
     device = select_device(cfg.device)

@@ -216,3 +216,27 @@ def test_the_demo_shifts_carry_intervals_and_per_image_rows(make_cfg):
         assert 100 * (1 - f["clean"].mean()) == pytest.approx(results["clean/error"])
         fog = f["synthetic_c/fog/s3"]
         assert 100 * (1 - fog.mean()) == pytest.approx(results["corruption/fog/s3/error"])
+
+
+def test_imagenet_r_on_a_1000_class_head_needs_only_the_validation_images(make_cfg, tmp_path):
+    """python -m snc.evaluate on ImageNet: val/ alone (no train/), a 1000-class head, and
+    ImageNet-R's labels in its own 200 classes scored on the head's 200 columns."""
+    from test_shifts import fake_folder_set
+
+    from snc.data.shifts import get_shift, imagenet_wnids
+
+    data = tmp_path / "data"
+    wnids = imagenet_wnids()
+    fake_folder_set(data / "imagenet" / "val", {wnids[0]: ["a.JPEG"], wnids[1]: ["b.JPEG"]})
+    r_wnids = get_shift("imagenet_r").class_wnids
+    fake_folder_set(data / "imagenet-r", {r_wnids[0]: ["x.jpg", "y.jpg"], r_wnids[5]: ["z.jpg"]})
+    tiny = [o for o in TINY if not o.startswith("dataset")]
+    cfg = make_cfg(*tiny, "dataset=imagenet", "dataset.num_classes=1000", "dataset.workers=0",
+                   "dataset.corrupted=none", "shifts=[imagenet_r]", "evaluate.bootstrap=50",
+                   name="evaluate", tiny=False)
+    out = evaluate(cfg, overrides=[])
+    block = out["shifts"]["imagenet_r"]
+    assert block["num_images"] == 3 and block["classes"] == 200
+    low, high = block["ci95"]["error"]
+    assert low <= block["error"] <= high
+    assert out["clean/error"] >= 0 and "mce" not in out

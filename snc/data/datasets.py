@@ -255,7 +255,12 @@ def _imagenet(cfg, data_dir: Path) -> Source:
     from snc.data.imagenet import TRAIN_DIRS, VAL_DIRS, split_dir
 
     root = Path(cfg.dataset.root)
-    return Source("folder", split_dir(root, TRAIN_DIRS), split_dir(root, VAL_DIRS),
+    test = split_dir(root, VAL_DIRS)
+    if cfg.dataset.get("eval_only") and not any((root / d).is_dir() for d in TRAIN_DIRS):
+        train = test  # python -m snc.evaluate needs the validation images only; never iterated
+    else:
+        train = split_dir(root, TRAIN_DIRS)
+    return Source("folder", train, test,
                   cfg.dataset.get("num_classes"), data_dir / "ImageNet-C-generated",
                   "ImageNet val")
 
