@@ -31,6 +31,7 @@ from snc.data.datasets import Data, Source, build_data, check_source, data_ident
 from snc.errors import ConfigError
 from snc.eval.robustness import clean_error, corruption_metrics, evaluate_corruptions
 from snc.models import attach, build_model
+from snc.models.attach.core import check_input_size
 from snc.models.attach.hub import SOURCES, build_hub_model
 from snc.ops import SqueezeExcitationOptions
 from snc.tasks import objectives
@@ -77,7 +78,11 @@ def build_network(cfg: DictConfig, num_classes: int, pretrained: bool = True
         model = build_hub_model(str(b.source), str(b.arch), num_classes, b.get("weights"),
                                 pretrained=pretrained, stem=bool(b.get("cifar_stem")),
                                 kwargs=kwargs)
-        return attach(model, sn=sn, cn=cn, placement=placement, seed=cfg.seed)
+        model = attach(model, sn=sn, cn=cn, placement=placement, seed=cfg.seed)
+        size = cfg.dataset.get("image_size")
+        if size and next(model.parameters()).is_meta:  # the task's validation: shapes only
+            check_input_size(model, int(size))
+        return model
     overrides = cfg.backbone.get("overrides")
     overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
     if cfg.backbone.get("supports_ibn", False):

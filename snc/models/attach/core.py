@@ -19,6 +19,7 @@ for the unit of each site, and installs the units without editing the network's 
 from __future__ import annotations
 
 import fnmatch
+import math
 import functools
 import types
 from dataclasses import dataclass, field
@@ -206,6 +207,9 @@ def supported_positions(model: nn.Module) -> Tuple[str, ...]:
         raise ValueError(_no_block_message(model))
     families = list(dict.fromkeys(b.adapter for b in blocks))
     common = [p for p in families[0].positions if all(p in a.positions for a in families)]
+    # a position no block of this model has (VGG without norms: after_norm) is not offered
+    common = [p for p in common if any(b.adapter.channels(b.module, p) is not None
+                                       for b in blocks)]
     return tuple(common) + (IMAGE,)
 
 
@@ -351,6 +355,47 @@ def attach(
     return attach_controller(model, cn_opts, seed, f"{type(model).__name__} ({report.families})"
                              f" at {where.cn_position or 'default'!r} with "
                              f"blocks={where.blocks!r}")
+
+
+def check_input_size(model: nn.Module, size: int) -> None:
+    """Runs ``model`` on a ``(2, 3, size, size)`` meta tensor (a model built on the meta
+    device) with every unit passed by, and checks that each unit sees at least 2 spatial
+    positions (its statistics need them).
+
+    Raises:
+        ValueError: naming the first unit whose map is too small and the fixes.
+    """
+    from snc.ops import CNSN
+
+    seen: List[Tuple[str, Tuple[int, ...]]] = []
+    units = [(n, m) for n, m in model.named_modules() if isinstance(m, CNSN)]
+
+    def recorder(name):
+        def record(x):
+            seen.append((name, tuple(x.shape)))
+            return x
+        return record
+
+    for name, unit in units:
+        unit.forward = recorder(name)
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(2, 3, size, size, device="meta"))
+    except (RuntimeError, NotImplementedError):  # an op without a meta kernel: no check
+        return
+    finally:
+        for _, unit in units:
+            del unit.forward
+        model.train()
+    for name, shape in seen:
+        layout = next((b.adapter.layout for b in find_blocks(model)
+                       if name.startswith(b.name + ".")), "nchw")
+        spatial = shape[1:-1] if layout in ("nlc", "nhwc") else shape[2:]
+        if math.prod(spatial) < 2:
+            raise ValueError(f"the unit {name} sees a {'x'.join(map(str, spatial))} map on "
+                             f"{size}-px inputs; its statistics need at least 2 positions: "
+                             "backbone.cifar_stem=true (32-px inputs), larger images, or "
+                             "position.blocks without the last stages")
 
 
 def _attach_blocks(model: nn.Module, sn_opts, cn_opts, where: Placement) -> AttachReport:

@@ -174,7 +174,7 @@ def build_hub_model(source: str, arch: str, num_classes: int, weights: Optional[
         weights: torchvision: a weights enum name (``IMAGENET1K_V1``, ``DEFAULT``); timm: any
             true value for ``pretrained=True``; None: random init.
         pretrained: False builds the structure only (no weights are read: e.g. on the meta
-            device).
+            device); the weights are still checked, and downloaded once where possible.
         stem: :func:`cifar_stem`.
         kwargs: constructor arguments (e.g. ``width_per_group``, ``image_size``).
 
@@ -184,19 +184,18 @@ def build_hub_model(source: str, arch: str, num_classes: int, weights: Optional[
     kwargs = dict(kwargs or {})
     if source not in SOURCES:
         raise ValueError(f"unknown model source {source!r}; choose one of {', '.join(SOURCES)}")
-    path = check_weights(source, arch, weights) if pretrained else None
+    # also when only the structure is built (the task's validation): the weights are made
+    # local, or fail, before a run writes anything
+    path = check_weights(source, arch, weights)
     if source == "torchvision":
         import torchvision
 
-        torchvision_weights(arch, weights)  # the name is checked also without loading
         model = torchvision.models.get_model(arch, weights=None, **kwargs)
-        if path is not None:
+        if path is not None and pretrained:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state, strict=True)
+            model.load_state_dict(state, strict=True)  # before the units: every key matches
     else:
         timm = import_timm()
-        if not pretrained:
-            check_weights(source, arch, None)
         model = timm.create_model(arch, pretrained=bool(weights) and pretrained,
                                   num_classes=num_classes, **kwargs)
     replace_head(model, num_classes)  # torchvision; timm has made its head already
