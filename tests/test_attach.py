@@ -12,7 +12,7 @@ from torchvision.models import convnext, densenet, efficientnet, resnet, swin_tr
 
 from snc.models import attach, build_model, count_units, supported_positions
 from snc.models.attach import find_blocks
-from snc.ops import CrossNorm, CrossNormOptions, find_cross_norm_units
+from snc.ops import CrossNorm, find_cross_norm_units
 
 try:
     import timm

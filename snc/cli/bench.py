@@ -217,9 +217,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             v.times.append(v.step())
             peaks[v.name] = max(peaks.get(v.name, 0.0), peak_memory_mb(device))
     stem = " cifar_stem=true" if cfg.backbone.get("cifar_stem") else ""
-    print(f"device={device} backbone={cfg.backbone.name}{stem} batch={cfg.batch_size} amp={cfg.amp} "
-          f"channels_last={cfg.channels_last} compile={cfg.compile} augmix={cfg.augmix.enabled} "
-          f"objective={variants[requested].objective_name} steps={steps} warmup={warmup}")
+    print(f"device={device} backbone={cfg.backbone.name}{stem} batch={cfg.batch_size} "
+          f"amp={cfg.amp} channels_last={cfg.channels_last} compile={cfg.compile} "
+          f"augmix={cfg.augmix.enabled} objective={variants[requested].objective_name} "
+          f"steps={steps} warmup={warmup}")
     print(f"{'variant':<11}{'step ms' if cuda else 'median ms':>10}{'± ms':>8}"
           f"{'train img/s':>13}{'peak MB':>10}")
     mean = {}

@@ -19,8 +19,8 @@ for the unit of each site, and installs the units without editing the network's 
 from __future__ import annotations
 
 import fnmatch
-import math
 import functools
+import math
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -190,7 +190,7 @@ def find_blocks(model: nn.Module) -> List[Block]:
                 inside = name + "."
                 break
     stages = number_stages([(n, m) for n, m, _ in found])
-    blocks += [Block(n, m, s, a) for (n, m, a), s in zip(found, stages)]
+    blocks += [Block(n, m, s, a) for (n, m, a), s in zip(found, stages, strict=True)]
     rank = {name: i for i, (name, _) in enumerate(model.named_modules())}
     return sorted(blocks, key=lambda b: rank[b.name])
 

@@ -190,7 +190,15 @@ def build_hub_model(source: str, arch: str, num_classes: int, weights: Optional[
     if source == "torchvision":
         import torchvision
 
-        model = torchvision.models.get_model(arch, weights=None, **kwargs)
+        try:
+            model = torchvision.models.get_model(arch, weights=None, **kwargs)
+        except NotImplementedError:  # RegNet's builder computes its widths with tensors,
+            # which the meta device (the task's validation) cannot read: build on the CPU
+            # without touching the global RNG, then move the structure
+            device = torch.empty(0).device
+            with torch.random.fork_rng(), torch.device("cpu"):
+                model = torchvision.models.get_model(arch, weights=None, **kwargs)
+            model = model.to(device)
         if path is not None and pretrained:
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state, strict=True)  # before the units: every key matches
