@@ -96,4 +96,7 @@ def test_sweep_positions_lists_what_the_model_offers():
     assert positions("backbone=torchvision", "backbone.arch=vit_b_16") == "post_addition,image"
     assert positions("backbone=torchvision", "backbone.arch=vgg11") == \
         "after_conv,after_act,image"  # no norm layers: no after_norm job
+    # RegNet's builder does tensor math that the meta device cannot: built on the CPU instead
+    assert positions("backbone=torchvision", "backbone.arch=regnet_y_400mf").endswith(
+        "post_addition,image")
     assert positions("backbone=densenet40_12") == "layer_input,new_features,image"
