@@ -67,6 +67,39 @@ def register_schemas() -> None:
 
 register_schemas()
 
+
+def backbone_positions(backbone: DictConfig) -> Tuple[str, ...]:
+    """Every position the backbone of a config offers, ``image`` last: the registry's
+    declaration for the hand-written backbones, the block families found for
+    ``backbone=torchvision|timm`` (the network is built on the meta device, without weights)."""
+    import torch
+
+    from snc.models import get_backbone_spec, supported_positions
+
+    if backbone.get("source") in ("torchvision", "timm"):
+        from snc.models.attach import build_hub_model
+
+        kwargs = OmegaConf.to_container(backbone.kwargs, resolve=True) \
+            if backbone.get("kwargs") else {}
+        with torch.device("meta"):
+            model = build_hub_model(str(backbone.source), str(backbone.arch), 10,
+                                    backbone.get("weights"), pretrained=False,
+                                    stem=bool(backbone.get("cifar_stem")), kwargs=kwargs)
+        return supported_positions(model)
+    return get_backbone_spec(str(backbone.name)).positions
+
+
+def _positions_resolver(*, _root_: DictConfig) -> str:
+    """``${snc_positions:}`` -> ``"identity,pre_residual,..."`` for ``sweep=positions``."""
+    try:
+        return ",".join(backbone_positions(_root_.backbone))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+if not OmegaConf.has_resolver("snc_positions"):
+    OmegaConf.register_new_resolver("snc_positions", _positions_resolver)
+
 SN_CHOICES = {"on": SelfNormOptions, "se": SqueezeExcitationOptions}
 
 

@@ -196,6 +196,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if task != "classify":
         return bench_tasks.main(argv, task=task)
     cfg = compose_cfg(argv)
+    if cfg.backbone.get("source") and not any(a.startswith("backbone.cifar_stem") for a in argv):
+        # torchvision/timm ImageNet stems leave 1x1 maps on the bench's 32-px images
+        argv = argv + ["backbone.cifar_stem=true"]
+        cfg = compose_cfg(argv)
     device = select_device(cfg.device)
     bench = cfg.get("bench") or {}
     cuda = device.type == "cuda"
@@ -255,9 +259,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 torch.cuda.reset_peak_memory_stats(device)
             v.times.append(v.step())
             peaks[v.name] = max(peaks.get(v.name, 0.0), peak_memory_mb(device))
-    print(f"device={device} backbone={cfg.backbone.name} batch={cfg.batch_size} amp={cfg.amp} "
-          f"channels_last={cfg.channels_last} compile={cfg.compile} augmix={cfg.augmix.enabled} "
-          f"objective={variants[requested].objective_name} steps={steps} warmup={warmup}")
+    stem = " cifar_stem=true" if cfg.backbone.get("cifar_stem") else ""
+    print(f"device={device} backbone={cfg.backbone.name}{stem} batch={cfg.batch_size} "
+          f"amp={cfg.amp} channels_last={cfg.channels_last} compile={cfg.compile} "
+          f"augmix={cfg.augmix.enabled} objective={variants[requested].objective_name} "
+          f"steps={steps} warmup={warmup}")
     print(f"{'variant':<11}{'step ms' if cuda else 'median ms':>10}{'± ms':>8}"
           f"{'train img/s':>13}{'peak MB':>10}")
     mean = {}

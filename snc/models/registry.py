@@ -206,12 +206,22 @@ def build_model(
         blocks=_parse_blocks(where.blocks, spec),
     )
     model = spec.builder(num_classes=num_classes, units=units, **kw)
+    return attach_controller(model, cn_opts, seed,
+                             f"{name} at {units.cn_position!r} with blocks={where.blocks!r}")
+
+
+def attach_controller(model: nn.Module, cn_opts: Optional[CrossNormOptions], seed: int,
+                      where: str) -> nn.Module:
+    """Sets ``model.cn_controller`` over the CrossNorm units of ``model`` (network order);
+    shared by :func:`build_model` and :func:`snc.models.attach`.
+
+    Raises:
+        ValueError: ``cn_opts`` is set but ``model`` has no CrossNorm unit (``where`` says
+            where they were asked for), or ``active_num`` exceeds the number of units.
+    """
     cn_units = find_cross_norm_units(model)
     if cn_opts is not None and not cn_units:
-        raise ValueError(
-            f"cn=on placed no CrossNorm unit in {name} at {units.cn_position!r} with "
-            f"blocks={where.blocks!r}"
-        )
+        raise ValueError(f"cn=on placed no CrossNorm unit in {where}")
     model.cn_controller = CrossNormController(
         cn_units,
         active_num=cn_opts.active_num if cn_units else 1,

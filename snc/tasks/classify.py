@@ -31,7 +31,9 @@ from snc.data.datasets import Data, Source, build_data, check_source, data_ident
 from snc.errors import ConfigError
 from snc.eval.robustness import clean_error
 from snc.eval.suite import ShiftSuite
-from snc.models import build_model
+from snc.models import attach, build_model
+from snc.models.attach.core import check_input_size
+from snc.models.attach.hub import SOURCES, build_hub_model
 from snc.ops import SqueezeExcitationOptions
 from snc.tasks import objectives
 from snc.tasks.base import RunContext, Task, register_task
@@ -67,8 +69,21 @@ def augment_name(cfg: DictConfig) -> str:
 def build_network(cfg: DictConfig, num_classes: int, pretrained: bool = True
                   ) -> torch.nn.Module:
     """The model of ``cfg``: backbone, SN/SE/CN units from the typed options, the controller
-    (and the ``backbone.pretrained`` weights unless ``pretrained=False``)."""
+    (and the ``backbone.pretrained`` weights unless ``pretrained=False``). ``backbone=torchvision``
+    / ``timm``: the named network (``backbone.weights`` loaded before the units exist, unless
+    ``pretrained=False``) with the units attached by block family."""
     sn, cn, placement = unit_options(cfg)
+    if cfg.backbone.get("source") in SOURCES:  # backbone=torchvision | timm: units attached
+        b = cfg.backbone
+        kwargs = OmegaConf.to_container(b.kwargs, resolve=True) if b.get("kwargs") else {}
+        model = build_hub_model(str(b.source), str(b.arch), num_classes, b.get("weights"),
+                                pretrained=pretrained, stem=bool(b.get("cifar_stem")),
+                                kwargs=kwargs)
+        model = attach(model, sn=sn, cn=cn, placement=placement, seed=cfg.seed)
+        size = cfg.dataset.get("image_size")
+        if size and next(model.parameters()).is_meta:  # the task's validation: shapes only
+            check_input_size(model, int(size))
+        return model
     overrides = cfg.backbone.get("overrides")
     overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
     if cfg.backbone.get("supports_ibn", False):
