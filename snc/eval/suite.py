@@ -405,7 +405,8 @@ def _generated_root(data, name: str) -> Path:
     """A generated -C-bar set beside the generated -C sets, named after the test images."""
     source = data.layout.source
     base = source.generated_root
-    return base.with_name(f"{base.name}-{name}-{source.digest('test')[:8]}")
+    suffix = "bar" if name.endswith("_c_bar") else name  # <data>-C-bar-<digest>
+    return base.with_name(f"{base.name}-{suffix}-{source.digest('test')[:8]}")
 
 
 def _generator(layout, root: Path, names, progress: bool, rank: int, barrier) -> Callable:
