@@ -109,7 +109,10 @@ def _load_weights(model, cfg: DictConfig, out_dir: Path) -> Optional[str]:
     try:
         state = load_checkpoint(ckpt, map_location="cpu")  # weights_only: runs no code
     except Exception as err:  # noqa: BLE001 - named in the message
-        raise ConfigError(f"{ckpt} is not a readable checkpoint ({err})") from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"{ckpt} is not a readable checkpoint ({first}); give a file "
+                          "written by torch.save of {'model': state_dict} or a state dict "
+                          "(a run's ckpt/last.pt)") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)

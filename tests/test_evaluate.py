@@ -57,6 +57,16 @@ def test_a_run_directory_evaluated_again_gives_its_numbers_and_keeps_its_keys(fi
     assert after["shifts"]["synthetic_c"]["mce"] == results["mce"]
 
 
+def test_a_finished_run_asked_for_more_shifts_says_how_to_add_them(finished, make_cfg,
+                                                                    capsys):
+    cfg, run_dir, results = finished
+    again = run(make_cfg(*FAST, "epochs=1", "evaluate.shifts=[corrupted,corrupted_bar]"))
+    assert again["run_dir"] == str(run_dir) and "synthetic_c_bar" not in again["shifts"]
+    out = capsys.readouterr().out
+    assert (f"not evaluated: synthetic_c_bar (python -m snc.evaluate run_dir={run_dir} "
+            "shifts=[synthetic_c,synthetic_c_bar])") in out
+
+
 def test_a_checkpoint_with_the_models_groups_gives_the_same_numbers(finished, make_cfg):
     _, run_dir, results = finished
     cfg = make_cfg(f"checkpoint={run_dir / 'ckpt' / 'last.pt'}", *FAST, "epochs=1",
@@ -174,7 +184,7 @@ def test_shift_names_and_fits_are_checked_before_anything_is_written(make_cfg, t
         validate(make_cfg("evaluate.shifts=[cifar10_2]"))
     with pytest.raises(ConfigError, match="cifar10_1 is a CIFAR-10 test set.*100 classes"):
         validate(make_cfg("dataset.num_classes=100", "evaluate.shifts=[cifar10_1]"))
-    with pytest.raises(ConfigError, match="imagenet_r is a ImageNet test set"):
+    with pytest.raises(ConfigError, match="imagenet_r is an ImageNet test set"):
         validate(make_cfg("evaluate.shifts=[imagenet_r]"))
     assert not (tmp_path / "outputs").exists()
 

@@ -94,7 +94,7 @@ def test_check_fits_names_the_mismatch_and_the_sets_that_fit():
     with pytest.raises(ConfigError, match=r"cifar10_1 is a CIFAR-10 test set.*100 classes "
                                           r"\(cifar100\).*use shifts=\[cifar100c, cifar100c_bar"):
         check_fits(get_shift("cifar10_1"), "cifar100", 100)
-    with pytest.raises(ConfigError, match=r"imagenet_a is a ImageNet test set \(1000 classes\); "
+    with pytest.raises(ConfigError, match=r"imagenet_a is an ImageNet test set \(1000 classes\); "
                                           r"this model has 10 classes.*cifar10c"):
         check_fits(get_shift("imagenet_a"), "cifar10", 10)
     with pytest.raises(ConfigError, match="1000 classes"):

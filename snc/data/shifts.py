@@ -215,7 +215,8 @@ def check_fits(shift: Shift, dataset_name: str, num_classes: int) -> None:
     hint = (f"use shifts=[{', '.join(fitting)}]" if fitting else
             "no registered shift fits it")
     raise ConfigError(
-        f"{shift.name} is a {DOMAIN_TITLES[shift.domain]} test set ({want} classes); this model "
+        f"{shift.name} is {'an' if shift.domain == 'imagenet' else 'a'} "
+        f"{DOMAIN_TITLES[shift.domain]} test set ({want} classes); this model "
         f"has {num_classes} classes ({dataset_name}): its outputs do not match the set's labels; "
         f"{hint}")
 

@@ -161,6 +161,17 @@ class ShiftSuite:
     def names(self) -> List[str]:
         return [p.name for p in self.planned]
 
+    def missing(self, results: Mapping[str, Any]) -> List[str]:
+        """The shifts of this suite that ``results`` (e.g. of a run finished earlier with
+        other ``evaluate.shifts``) holds no block for."""
+        from snc.data.datasets import corrupted_mode
+
+        own = own_names(self.cfg.dataset.name)[0]
+        done = set(results.get("shifts") or ({own} if "mce" in results else ()))
+        if corrupted_mode(self.cfg) == "none":
+            done.add(own)  # not evaluated by configuration
+        return [n for n in self.names if n not in done]
+
     # ------------------------------------------------------------------ before training
 
     def prepare(self, data, *, data_dir: Path, progress: bool, rank: int = 0) -> None:

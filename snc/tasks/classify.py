@@ -224,4 +224,8 @@ class Classify(Task):
                   if b.get("mce") != results.get("mce") or b["kind"] == "single"]
         if others:
             line += f" | +{len(others)} shift{'s' if len(others) > 1 else ''} in results.json"
+        missing = self.suite.missing(results)
+        if missing and "run_dir" in results:  # a finished run asked for more shifts than it has
+            line += (f" | not evaluated: {', '.join(missing)} (python -m snc.evaluate "
+                     f"run_dir={results['run_dir']} shifts=[{','.join(self.suite.names)}])")
         return line
