@@ -599,6 +599,19 @@ def data_identity(cfg, source: Source) -> Dict[str, object]:
     return identity
 
 
+def generator(layout, root: Path, names, progress: bool, rank: int) -> Callable[[], None]:
+    """The ``generate`` step of a corrupted set: rank 0 generates ``names`` into ``root``, the
+    other processes wait for the files."""
+    from snc.distributed import barrier
+
+    def generate() -> None:
+        if rank == 0:
+            layout.generate(root, names, progress)
+        barrier()
+
+    return generate
+
+
 def build_data(cfg, device, *, progress: bool = True, rank: int = 0, world: int = 1,
                source: Optional[Source] = None) -> Data:
     """Loaders for ``cfg`` on ``device`` (and the corrupted sets, generating them if asked).
@@ -606,8 +619,6 @@ def build_data(cfg, device, *, progress: bool = True, rank: int = 0, world: int 
     ``rank``/``world``: this process's shard under ``torch.distributed``. ``source``: the
     already loaded and checked :class:`Source` (loaded here when None).
     """
-    from snc.distributed import barrier
-
     d = cfg.dataset
     mode = corrupted_mode(cfg)
     if source is None:
@@ -626,12 +637,8 @@ def build_data(cfg, device, *, progress: bool = True, rank: int = 0, world: int 
         root = corrupted_root(cfg, source)
         names = _corruption_list(cfg)
 
-        def generate() -> None:
-            if rank == 0:  # one process generates, the others wait for the files
-                layout.generate(root, names, progress)
-            barrier()
-
-        corrupted = layout.sets(root=root, corruptions=names, mode=mode, generate=generate,
+        corrupted = layout.sets(root=root, corruptions=names, mode=mode,
+                                generate=generator(layout, root, names, progress, rank),
                                 **layout.corrupted_kwargs())
         info.update(corrupted_dir=str(root))
     num_classes = int(source.num_classes or layout.num_classes())

@@ -26,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -179,7 +179,7 @@ class ShiftSuite:
 
         ``data``: the task's :class:`~snc.data.datasets.Data` (its test set, layout and own
         corrupted set, already prepared)."""
-        from snc.distributed import barrier
+        from snc.data.datasets import generator
 
         own = own_names(self.cfg.dataset.name)[0]
         for p in self.planned:
@@ -192,8 +192,8 @@ class ShiftSuite:
                 root = _generated_root(data, p.name)
                 p.sets = data.layout.sets(
                     root=root, corruptions=p.corruptions, mode="generate",
-                    generate=_generator(data.layout, root, p.corruptions, progress, rank,
-                                        barrier), **data.layout.corrupted_kwargs())
+                    generate=generator(data.layout, root, p.corruptions, progress, rank),
+                    **data.layout.corrupted_kwargs())
                 log.info("%s: generating (once) or checking %s (%d corruptions x 5 "
                          "severities)", p.name, root, len(p.corruptions))
                 p.sets.prepare()
@@ -418,15 +418,6 @@ def _generated_root(data, name: str) -> Path:
     base = source.generated_root
     suffix = "bar" if name.endswith("_c_bar") else name  # <data>-C-bar-<digest>
     return base.with_name(f"{base.name}-{suffix}-{source.digest('test')[:8]}")
-
-
-def _generator(layout, root: Path, names, progress: bool, rank: int, barrier) -> Callable:
-    def generate() -> None:
-        if rank == 0:
-            layout.generate(root, names, progress)
-        barrier()
-
-    return generate
 
 
 def _grid_kwargs(layout, shift, root: Path) -> Dict[str, Any]:
