@@ -36,6 +36,20 @@ RESAMPLES = 1000
 CHUNK_ELEMENTS = 1 << 22  # indices generated at once (4M int64: 32 MB), whatever n x resamples
 
 
+def grid_rows(per_image: Mapping[str, np.ndarray], shift: str
+              ) -> Dict[Tuple[str, int], np.ndarray]:
+    """``{(corruption, severity): rows}`` of corruption-grid ``shift`` from per-image results
+    keyed as ``per_image.npz`` keys them (``<shift>/<corruption>/s<k>``); other keys are
+    ignored."""
+    out = {}
+    for key, rows in per_image.items():
+        parts = key.split("/")
+        if (len(parts) == 3 and parts[0] == shift and parts[2][:1] == "s"
+                and parts[2][1:].isdigit()):
+            out[(parts[1], int(parts[2][1:]))] = rows
+    return out
+
+
 def _chunk_rows(n: int, resamples: int) -> int:
     return max(1, min(resamples, CHUNK_ELEMENTS // max(n, 1)))
 

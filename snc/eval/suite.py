@@ -247,18 +247,15 @@ class ShiftSuite:
             for p in planned:
                 start = time.perf_counter()
                 if p.kind == "corruptions":
-                    block, images = self._grid(model, p, amp, protocol, flat, bar, progress,
-                                               keep)
+                    block, images, metrics = self._grid(model, p, amp, protocol, flat, bar,
+                                                        progress, keep)
+                    if p.name == own:  # the run's headline keys, as always
+                        flat.update(metrics)
                 else:
                     block, images = self._single(model, p, data, amp, keep)
                 block["seconds"] = round(time.perf_counter() - start, 2)
                 blocks[p.name] = block
                 per_image.update({f"{p.name}{k}": v for k, v in images.items()})
-                if p.name == own:
-                    flat.update({k: v for k, v in block.items()
-                                 if k.startswith("corruption/") or k in ("mce", "relative_mce",
-                                                                        "mean_error_"
-                                                                        "unnormalized")})
         result = SuiteResult(flat=flat, blocks=blocks, per_image=per_image)
         if keep:
             result.add_intervals(self.settings, protocol, own)
@@ -274,11 +271,11 @@ class ShiftSuite:
         rows: Optional[Dict[Tuple[str, int], np.ndarray]] = {} if keep else None
         errors = evaluate_corruptions(model, p.sets, amp, expected=p.sets.expected,
                                       progress=done, per_image=rows)
+        metrics = corruption_metrics(errors, protocol, flat["clean/error"])
         block: Dict[str, Any] = {"kind": "corruptions", "title": p.title, **p.info,
-                                 "num_images": p.sets.expected(*next(iter(errors)))}
-        block.update(corruption_metrics(errors, protocol, flat["clean/error"]))
+                                 "num_images": p.sets.expected(*next(iter(errors))), **metrics}
         images = {f"/{c}/s{s}": v for (c, s), v in (rows or {}).items()}
-        return block, images
+        return block, images, metrics
 
     def _single(self, model, p: _Planned, data, amp: str, keep: bool):
         s = p.single
@@ -327,8 +324,7 @@ class SuiteResult:
             if block["kind"] == "single":
                 block["ci95"] = {"error": stats.error_interval(self.per_image[name], **kw)}
                 continue
-            copies = {_grid_key(k, name): v for k, v in self.per_image.items()
-                      if k.startswith(name + "/")}
+            copies = stats.grid_rows(self.per_image, name)
             if any(len(v) != len(clean) for v in copies.values()):
                 log.warning("%s: its sets are not copies of the %d test images; no interval",
                             name, len(clean))
@@ -381,11 +377,6 @@ def _fmt(value) -> str:
     return "" if value is None else f"{float(value):.4f}"
 
 
-def _grid_key(key: str, name: str) -> Tuple[str, int]:
-    _, corruption, severity = key[len(name):].split("/")
-    return corruption, int(severity[1:])
-
-
 def robustbench_entry(meta: Mapping[str, Any], result: SuiteResult) -> Dict[str, Any]:
     """A RobustBench-style model entry (threat model ``corruptions``): clean and corrupted
     accuracy per corruption-grid dataset, in percent with two decimals as RobustBench writes
@@ -423,10 +414,11 @@ def _generated_root(data, name: str) -> Path:
 def _grid_kwargs(layout, shift, root: Path) -> Dict[str, Any]:
     """Loader arguments of a published grid; ImageNet-C-bar's severity folders (named 1..5 or
     by the severity value) as found on disk."""
+    from snc.data.datasets import FolderCorruptedSets
     from snc.data.shifts import severity_dir
 
     kw = layout.corrupted_kwargs()
-    if shift.severities and "severity_dirs" in getattr(layout.sets, "__dataclass_fields__", {}):
+    if shift.severities and issubclass(layout.sets, FolderCorruptedSets):
         try:
             kw["severity_dirs"] = {c: tuple(severity_dir(shift, root, c, s).name
                                             for s in range(1, 6)) for c in shift.corruptions}
@@ -452,12 +444,10 @@ class _FileList(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        from PIL import Image
+        from torchvision.datasets.folder import default_loader  # ImageFolder's: PIL, RGB
 
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            image = im.convert("RGB")
-        return self.transform(image), label
+        return self.transform(default_loader(path)), label
 
 
 class _SubsetHead(torch.nn.Module):

@@ -74,17 +74,15 @@ def _corrupted(v: Variant, shift: Optional[str]) -> Optional[Dict[Tuple[str, int
     files = [per_image(r) for r in v.runs]
     if shift is None or any(f is None for f in files):
         return None
-    keys = [k for k in files[0] if k.startswith(shift + "/") and k.count("/") == 2]
-    if not keys or any(set(k for k in f if k.startswith(shift + "/") and k.count("/") == 2)
-                       != set(keys) for f in files):
+    grids = [stats.grid_rows(f, shift) for f in files]
+    if not grids[0] or any(set(g) != set(grids[0]) for g in grids):
         return None
     out = {}
-    for k in keys:
-        _, c, sev = k.split("/")
-        arr = _stack([f[k] for f in files])
-        if arr is None or not sev.startswith("s"):
+    for key in grids[0]:
+        arr = _stack([g[key] for g in grids])
+        if arr is None:
             return None
-        out[(c, int(sev[1:]))] = arr
+        out[key] = arr
     return out
 
 
