@@ -68,6 +68,12 @@ def header(cfg: DictConfig, meta: Mapping[str, Any], *, world: int) -> List[str]
 FINISHED: List[Dict[str, Any]] = []  # results of the jobs finished in this process
 
 
+def interval_text(ci: Optional[Mapping[str, Any]], key: str) -> str:
+    """`` [lo, hi]`` of ``key`` in a ``ci95`` mapping, or nothing when it holds none."""
+    low_high = (ci or {}).get(key)
+    return f" [{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else ""
+
+
 def record(results: Mapping[str, Any]) -> None:
     """Called by the engine when a run finishes (or is returned finished)."""
     FINISHED.append(dict(results))

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import snc.config  # noqa: F401  (registers the config schemas before Hydra composes)
 from snc.config import CONFIG_DIR
-from snc.console import fail
+from snc.console import fail, interval_text
 from snc.errors import ConfigError
 
 log = logging.getLogger("snc")
@@ -68,14 +68,18 @@ def config_of_run(run_dir: Path, cfg: DictConfig, overrides: List[str]) -> DictC
                               f"only {', '.join(RUN_OVERRIDABLE)} can be set")
     base.evaluate = OmegaConf.to_container(cfg.evaluate, resolve=True)
     for key in ("device", "eval_batch_size", "amp", "progress", "verbose", "paths", "logger"):
-        if any(o.split("=", 1)[0].startswith(key) for o in overrides) or key not in base:
-            base[key] = OmegaConf.to_container(cfg[key], resolve=True) \
-                if OmegaConf.is_config(cfg[key]) else cfg[key]
-    for override in overrides:
-        key = override.split("=", 1)[0]
-        if key.startswith("dataset."):
-            OmegaConf.update(base, key, OmegaConf.from_dotlist([override]).select(key))
+        if key not in base:  # an older run's config: today's default
+            base[key] = _plain(cfg[key])
+    for override in overrides:  # each allowed override, as the evaluation composed it
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in SOURCE_KEYS or key.split(".")[0] in ("evaluate", "shifts"):
+            continue
+        OmegaConf.update(base, key, _plain(OmegaConf.select(cfg, key)), force_add=True)
     return base
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _output_dir(cfg: DictConfig, task) -> Path:
@@ -87,7 +91,7 @@ def _output_dir(cfg: DictConfig, task) -> Path:
     return Path(cfg.paths.output_dir) / "evaluate" / name
 
 
-def _load_weights(model, cfg: DictConfig, out_dir: Path) -> Optional[str]:
+def _load_weights(model, cfg: DictConfig) -> Optional[str]:
     """The run's (or the checkpoint's) weights into ``model``; what was loaded."""
     import torch
 
@@ -161,7 +165,7 @@ def evaluate(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Dict[str
     out_dir.mkdir(parents=True, exist_ok=True)
     task.setup(RunContext(device=device, run_dir=out_dir, seed=int(cfg.seed),
                           progress=use_tqdm(cfg.get("progress", "auto"))))
-    loaded = _load_weights(task.model, cfg, out_dir)
+    loaded = _load_weights(task.model, cfg)
     if loaded is None and not (cfg.backbone.get("pretrained") or cfg.backbone.get("weights")):
         log.warning("no run_dir, checkpoint or pretrained weights: evaluating an untrained model")
     model = task.model.to(device)
@@ -201,17 +205,15 @@ def _merge_into_run(run_dir: Path, new: Dict[str, Any]) -> Dict[str, Any]:
 
 def summary_lines(results: Dict[str, Any]) -> List[str]:
     """One line per shift: error or mCE with its interval."""
-    def ci(block: Dict[str, Any], key: str) -> str:
-        low_high = (block.get("ci95") or {}).get(key)
-        return f" [{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else ""
-
-    lines = [f"[snc] clean error {results['clean/error']:.2f}%{ci(results, 'clean/error')}"]
+    clean = interval_text(results.get("ci95"), "clean/error")
+    lines = [f"[snc] clean error {results['clean/error']:.2f}%{clean}"]
     for name, block in (results.get("shifts") or {}).items():
+        ci = block.get("ci95")
         if block["kind"] == "single":
-            lines.append(f"[snc] {name}: error {block['error']:.2f}%{ci(block, 'error')} "
+            lines.append(f"[snc] {name}: error {block['error']:.2f}%{interval_text(ci, 'error')} "
                          f"({block['num_images']} images, {block.get('set', '')})")
         elif "mce" in block:
-            lines.append(f"[snc] {name}: mCE {block['mce']:.2f}%{ci(block, 'mce')} "
+            lines.append(f"[snc] {name}: mCE {block['mce']:.2f}%{interval_text(ci, 'mce')} "
                          f"({block.get('set', '')})")
         else:
             names = sorted({k.split("/")[1] for k in block if k.count("/") == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY
+from omegaconf import OmegaConf
 
 from snc.engine import run
 from snc.errors import ConfigError
@@ -250,3 +251,20 @@ def test_imagenet_r_on_a_1000_class_head_needs_only_the_validation_images(make_c
     low, high = block["ci95"]["error"]
     assert low <= block["error"] <= high
     assert out["clean/error"] >= 0 and "mce" not in out
+
+
+def test_allowed_overrides_of_a_run_are_applied_and_only_those(finished, make_cfg):
+    from snc.evaluate import config_of_run
+
+    _, run_dir, _ = finished
+    cfg = make_cfg(f"run_dir={run_dir}", "channels_last=true", "eval_batch_size=16",
+                   "dataset.corrupted_dir=/elsewhere", "shifts=[corrupted,corrupted_bar]",
+                   name="evaluate")
+    base = config_of_run(run_dir, cfg, [f"run_dir={run_dir}", "channels_last=true",
+                                        "eval_batch_size=16", "dataset.corrupted_dir=/elsewhere",
+                                        "shifts=[corrupted,corrupted_bar]"])
+    assert base.channels_last is True and base.eval_batch_size == 16
+    assert base.dataset.corrupted_dir == "/elsewhere"
+    assert list(base.evaluate.shifts) == ["corrupted", "corrupted_bar"]
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert base.backbone == saved.backbone and base.dataset.num_test == saved.dataset.num_test

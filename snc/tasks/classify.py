@@ -211,14 +211,12 @@ class Classify(Task):
         return result.results()
 
     def summary(self, results: Mapping[str, Any]) -> str:
-        ci = results.get("ci95") or {}
+        from snc.console import interval_text
 
-        def interval(key: str) -> str:
-            return f" [{ci[key][0]:.2f}, {ci[key][1]:.2f}]" if key in ci else ""
-
-        line = f"clean error {results['clean/error']:.2f}%{interval('clean/error')}"
+        ci = results.get("ci95")
+        line = f"clean error {results['clean/error']:.2f}%{interval_text(ci, 'clean/error')}"
         if "mce" in results:
-            line += (f" | mCE {results['mce']:.2f}%{interval('mce')} "
+            line += (f" | mCE {results['mce']:.2f}%{interval_text(ci, 'mce')} "
                      f"({results.get('corrupted_set', '')} corrupted set)")
         others = [n for n, b in (results.get("shifts") or {}).items()
                   if b.get("mce") != results.get("mce") or b["kind"] == "single"]
