@@ -75,16 +75,11 @@ def backbone_positions(backbone: DictConfig) -> Tuple[str, ...]:
     import torch
 
     from snc.models import get_backbone_spec, supported_positions
+    from snc.models.attach.hub import SOURCES, hub_model_of
 
-    if backbone.get("source") in ("torchvision", "timm"):
-        from snc.models.attach import build_hub_model
-
-        kwargs = OmegaConf.to_container(backbone.kwargs, resolve=True) \
-            if backbone.get("kwargs") else {}
+    if backbone.get("source") in SOURCES:
         with torch.device("meta"):
-            model = build_hub_model(str(backbone.source), str(backbone.arch), 10,
-                                    backbone.get("weights"), pretrained=False,
-                                    stem=bool(backbone.get("cifar_stem")), kwargs=kwargs)
+            model = hub_model_of(backbone, 10, pretrained=False)
         return supported_positions(model)
     return get_backbone_spec(str(backbone.name)).positions
 

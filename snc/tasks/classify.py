@@ -33,7 +33,7 @@ from snc.eval.robustness import clean_error
 from snc.eval.suite import ShiftSuite
 from snc.models import attach, build_model
 from snc.models.attach.core import check_input_size
-from snc.models.attach.hub import SOURCES, build_hub_model
+from snc.models.attach.hub import SOURCES, hub_model_of
 from snc.ops import SqueezeExcitationOptions
 from snc.tasks import objectives
 from snc.tasks.base import RunContext, Task, register_task
@@ -74,12 +74,8 @@ def build_network(cfg: DictConfig, num_classes: int, pretrained: bool = True
     ``pretrained=False``) with the units attached by block family."""
     sn, cn, placement = unit_options(cfg)
     if cfg.backbone.get("source") in SOURCES:  # backbone=torchvision | timm: units attached
-        b = cfg.backbone
-        kwargs = OmegaConf.to_container(b.kwargs, resolve=True) if b.get("kwargs") else {}
-        model = build_hub_model(str(b.source), str(b.arch), num_classes, b.get("weights"),
-                                pretrained=pretrained, stem=bool(b.get("cifar_stem")),
-                                kwargs=kwargs)
-        model = attach(model, sn=sn, cn=cn, placement=placement, seed=cfg.seed)
+        model = attach(hub_model_of(cfg.backbone, num_classes, pretrained), sn=sn, cn=cn,
+                       placement=placement, seed=cfg.seed)
         size = cfg.dataset.get("image_size")
         if size and next(model.parameters()).is_meta:  # the task's validation: shapes only
             check_input_size(model, int(size))

@@ -210,3 +210,16 @@ def build_hub_model(source: str, arch: str, num_classes: int, weights: Optional[
     if stem:
         cifar_stem(model)
     return model
+
+
+def hub_model_of(backbone, num_classes: int, pretrained: bool = True) -> nn.Module:
+    """:func:`build_hub_model` of a ``backbone=torchvision|timm`` config group (``source``,
+    ``arch``, ``weights``, ``cifar_stem``, ``kwargs``)."""
+    from omegaconf import OmegaConf
+
+    kwargs = backbone.get("kwargs")
+    kwargs = OmegaConf.to_container(kwargs, resolve=True) if OmegaConf.is_config(kwargs) \
+        else dict(kwargs or {})
+    return build_hub_model(str(backbone.source), str(backbone.arch), num_classes,
+                           backbone.get("weights"), pretrained=pretrained,
+                           stem=bool(backbone.get("cifar_stem")), kwargs=kwargs)
