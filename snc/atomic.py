@@ -8,10 +8,11 @@ writers never share one: each write is whole, and the last rename wins.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Callable, Iterator, Optional, Union
+from typing import IO, Any, Callable, Dict, Iterator, Optional, Union
 
 
 @contextlib.contextmanager
@@ -36,3 +37,18 @@ def atomic_open(path: Union[str, Path], mode: str = "wb", fsync: bool = True,
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def read_marker(path: Union[str, Path]) -> Dict[str, Any]:
+    """A small JSON marker file (a verification cache, a download's state), or ``{}`` when it
+    is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_marker(path: Union[str, Path], doc: Dict[str, Any]) -> None:
+    """Writes a marker atomically (no fsync: it is re-derivable from the files it describes)."""
+    with atomic_open(path, "w", fsync=False) as f:
+        f.write(json.dumps(doc, indent=1, sort_keys=True))

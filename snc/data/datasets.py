@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from snc.atomic import atomic_open
+from snc.atomic import read_marker, write_marker
 from snc.data.augmix import AugMix
 from snc.data.checksums import array_digest, folder_digest
 from snc.data.corrupted import (
@@ -350,10 +350,7 @@ def verify_published(root: Path, names, dataset: str) -> Dict[str, str]:
     published = CIFAR_C_FILE_MD5.get(dataset, {}) if not manifest.get("generated") else {}
     expected = {f: ("md5", m) for f, m in published.items()}
     expected.update({f: ("sha256", d) for f, d in manifest.get("files", {}).items()})
-    try:
-        cache = json.loads((root / VERIFIED).read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = read_marker(root / VERIFIED)
     identity, changed = {}, False
     for file in [f"{n}.npy" for n in names] + ["labels.npy"]:
         path = root / file
@@ -376,8 +373,7 @@ def verify_published(root: Path, names, dataset: str) -> Dict[str, str]:
         changed = True
     if changed:
         try:
-            with atomic_open(root / VERIFIED, "w", fsync=False) as f:
-                f.write(json.dumps(cache, indent=1, sort_keys=True))
+            write_marker(root / VERIFIED, cache)
         except OSError:  # a read-only dataset folder: verify again next time
             pass
     return identity

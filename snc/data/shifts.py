@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from snc.atomic import atomic_open
+from snc.atomic import read_marker, write_marker
 from snc.data.corrupted import SEVERITIES, imagenet_c_dir
 from snc.data.corruptions import CORRUPTIONS
 from snc.data.download import (
@@ -480,18 +480,6 @@ def _unpack(archive: Path, into: Path) -> None:
         zf.extractall(into)
 
 
-def _read_json(path: Path) -> Dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_json(path: Path, doc: Dict) -> None:
-    with atomic_open(path, "w", fsync=False) as f:
-        f.write(json.dumps(doc, indent=1, sort_keys=True))
-
-
 def download(shift: Shift, data_dir: Path, progress: bool = True, *,
              keep_archive: bool = False) -> Path:
     """Downloads ``shift`` into ``data_dir`` (resumable, with a progress bar), checks every file
@@ -524,13 +512,13 @@ def download(shift: Shift, data_dir: Path, progress: bool = True, *,
     state_path = extract_into / f".snc-download-{shift.name}.json"
     if found is not None and ((found / VERIFIED_MARK).exists() or not state_path.exists()):
         return found  # downloaded and checked before, or put there by hand (opened unverified)
-    state = _read_json(state_path)
+    state = read_marker(state_path)
     done = state.setdefault("done", {})
     absent = [data_dir / f for f in shift.files if f not in done and not (data_dir / f).exists()]
     if shift.manual and absent:
         raise ConfigError(f"{absent[0]} not found: {_how_to_get(shift, data_dir)}.")
     extract_into.mkdir(parents=True, exist_ok=True)
-    _write_json(state_path, state)  # from here an incomplete folder is known to be ours
+    write_marker(state_path, state)  # from here an incomplete folder is known to be ours
     for url, file in zip(shift.urls, shift.files, strict=True):
         if file in done:
             continue
@@ -559,7 +547,7 @@ def download(shift: Shift, data_dir: Path, progress: bool = True, *,
             if not keep_archive:
                 dest.unlink()
         done[file] = checksum
-        _write_json(state_path, state)
+        write_marker(state_path, state)
     try:
         out = locate(shift, data_dir)
     except FileNotFoundError as err:
@@ -572,7 +560,7 @@ def download(shift: Shift, data_dir: Path, progress: bool = True, *,
 
 def _mark_verified(shift: Shift, folder: Path, verified: bool) -> None:
     try:
-        _write_json(folder / VERIFIED_MARK, {"shift": shift.name, "verified": verified,
+        write_marker(folder / VERIFIED_MARK, {"shift": shift.name, "verified": verified,
                                              "checksums": {f: shift.checksums.get(f)
                                                            for f in shift.files}})
     except OSError:  # a read-only folder: the set is used, just not marked
@@ -699,7 +687,7 @@ def open_single(shift: Shift, root: Path) -> SingleSet:
         absent = shift.num_classes - len(folders)
         if absent:
             notes.append(f"{absent} of {shift.num_classes} class folders are absent")
-        mark = _read_json(root / VERIFIED_MARK)
+        mark = read_marker(root / VERIFIED_MARK)
         verified = bool(mark.get("verified"))
         if not verified:
             notes.append("not verified: " + ("no checksum is published" if not shift.checksums
