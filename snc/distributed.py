@@ -94,6 +94,21 @@ def barrier() -> None:
         dist.barrier()
 
 
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Rank 0 runs the block first (a download into a shared folder), the other processes after
+    it, so they find its files instead of writing the same ones at once. One process: just the
+    block."""
+    first = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if not first:
+        barrier()
+    try:
+        yield
+    finally:  # also when rank 0 fails: the others then run the block and fail alike
+        if first:
+            barrier()
+
+
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

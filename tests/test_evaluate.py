@@ -268,3 +268,40 @@ def test_allowed_overrides_of_a_run_are_applied_and_only_those(finished, make_cf
     assert list(base.evaluate.shifts) == ["corrupted", "corrupted_bar"]
     saved = OmegaConf.load(run_dir / "config.yaml")
     assert base.backbone == saved.backbone and base.dataset.num_test == saved.dataset.num_test
+
+
+def test_one_process_downloads_first_and_the_others_find_its_files(tmp_path):
+    """Under torchrun a download into the shared data folder is made by rank 0 alone; the other
+    ranks run the same block after it (and find the files), also when rank 0 fails."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ranks.py"
+    script.write_text(f'''
+import os, sys, time
+import torch.distributed as dist
+from snc.distributed import main_process_first
+dist.init_process_group("gloo", init_method="file://{tmp_path}/rdv", rank=int(sys.argv[1]),
+                        world_size=2)
+log = "{tmp_path}/order"
+try:
+    with main_process_first():
+        if dist.get_rank() == 0:
+            time.sleep(0.5)
+        open(log, "a").write(str(dist.get_rank()))
+        if sys.argv[2] == "fail":
+            raise ValueError("offline")
+except ValueError:
+    pass
+dist.barrier()
+dist.destroy_process_group()
+''')
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for mode in ("ok", "fail"):
+        (tmp_path / "order").unlink(missing_ok=True)
+        (tmp_path / "rdv").unlink(missing_ok=True)
+        procs = [subprocess.Popen([sys.executable, str(script), str(r), mode], env=env)
+                 for r in (1, 0)]
+        assert [p.wait(timeout=120) for p in procs] == [0, 0]
+        assert (tmp_path / "order").read_text() == "01"

@@ -588,7 +588,10 @@ def data_identity(cfg, source: Source) -> Dict[str, object]:
         identity["corrupted"] = {"generated_from": source.digest("test"),
                                  "generator_version": GENERATOR_VERSION}
     elif source.layout == "array":
-        _download_published(cfg, root)
+        from snc.distributed import main_process_first
+
+        with main_process_first():  # under torchrun one process downloads
+            _download_published(cfg, root)
         identity["corrupted"] = verify_published(root, names, cfg.dataset.name)
     else:
         identity["corrupted"] = folder_identity(root, names)

@@ -215,13 +215,16 @@ class ShiftSuite:
             p.info["root"] = str(root)
 
     def _locate(self, registry, shift, data_dir: Path) -> Path:
-        try:
-            return registry.locate(shift, data_dir)
-        except FileNotFoundError as err:
-            if not self.settings["download"]:
-                raise ConfigError(f"{err}") from None
-        log.info("%s: downloading into %s", shift.name, data_dir)
-        return registry.download(shift, data_dir, progress=True)
+        from snc.distributed import main_process_first
+
+        with main_process_first():  # under torchrun one process downloads, the others find it
+            try:
+                return registry.locate(shift, data_dir)
+            except FileNotFoundError as err:
+                if not self.settings["download"]:
+                    raise ConfigError(f"{err}") from None
+            log.info("%s: downloading into %s", shift.name, data_dir)
+            return registry.download(shift, data_dir, progress=True)
 
     # ------------------------------------------------------------------ after training
 
