@@ -333,3 +333,88 @@ def test_sncn_forward_compiles_fullgraph_with_inductor():
     with ctrl.step():
         out2 = compiled(x)
     assert torch.isfinite(out).all() and torch.isfinite(out2).all()
+
+
+# ---------------------------------------------------------------- through the engine
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()  # each test compiles its own graphs (no cache limit across tests)
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.fixture
+def aot_eager_steps(monkeypatch):
+    """The engine's CompiledStep with the aot_eager backend: the whole step is still captured
+    with fullgraph (forward, backward graph, optimizer update), without C++ code generation."""
+    from functools import partial
+
+    from snc.engine import runner
+    from snc.engine.loop import CompiledStep
+
+    made = []
+
+    def make(*args, **kwargs):
+        step = partial(CompiledStep, backend="aot_eager")(*args, **kwargs)
+        made.append(step)
+        return step
+
+    monkeypatch.setattr(runner, "CompiledStep", make)
+    return made
+
+
+def test_compiled_classify_run_resumes_exactly(make_cfg, kill_run, tmp_path, aot_eager_steps):
+    from snc.engine import run
+    from snc.engine.runner import run_dir_of
+
+    overrides = ["sn=on", "cn=on", "crop=content", "cn.prob=0.5", "epochs=3", "compile=true",
+                 "evaluate_corruptions=false", "evaluate.shifts=[]", "evaluate.bootstrap=0",
+                 "dataset.num_train=128"]
+    straight = run(make_cfg(*overrides, "paths.output_dir=" + str(tmp_path / "a")))
+    assert aot_eager_steps, "compile=true did not compile the classify step"
+    cfg = make_cfg(*overrides, "paths.output_dir=" + str(tmp_path / "b"))
+    kill_run(cfg, at=3)
+    assert not (run_dir_of(cfg) / "results.json").exists()
+    resumed = run(cfg)
+    for key in ("clean/error", "train/final_epoch_loss", "train/first_epoch_loss"):
+        assert resumed[key] == straight[key], key
+    a = torch.load(f"{straight['run_dir']}/ckpt/last.pt", weights_only=False)
+    b = torch.load(f"{resumed['run_dir']}/ckpt/last.pt", weights_only=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert "device_generator" in a["controller"]  # the device draws' state is checkpointed
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["compile_mode=fast"], "compile_mode='fast'; choose one of default, reduce-overhead"),
+    (["compile=true", "compile_mode=reduce-overhead"], "replays CUDA graphs, but the device "
+                                                       "is cpu"),
+    (["compile=true", "augment=cutout"], "augment=cutout .* use compile=false"),
+])
+def test_compile_options_that_cannot_work_fail_before_a_run_folder_exists(make_cfg, tmp_path,
+                                                                          overrides, match):
+    from snc.engine import run
+    from snc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        run(make_cfg(*overrides))
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_step_that_breaks_the_graph_names_it_and_the_eager_fallback():
+    from snc.engine.loop import CompiledStep
+    from snc.errors import ConfigError
+
+    class HostTask:
+        def training_step(self, model, batch):
+            loss = model(batch).square().mean()
+            if loss.item() > 0:  # reads the device: no single graph
+                loss = loss * 2
+            return loss, {}
+
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = CompiledStep(HostTask(), model, opt, torch.device("cpu"), "none", backend="eager")
+    with pytest.raises(ConfigError, match="cannot be captured as one graph.*compile=false"):
+        step.forward_loss(torch.randn(4, 3))

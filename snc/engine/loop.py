@@ -74,12 +74,14 @@ class CompiledStep:
             return self._forward_loss(batch)
         try:
             out = self._forward_loss(batch)
-        except torch._dynamo.exc.Unsupported as err:
-            where = str(err).strip().splitlines()
+        except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError) as err:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            frames = [i for i, line in enumerate(lines) if line.startswith("File ")]
+            where = " ".join(lines[frames[-1]:frames[-1] + 2]) if frames else ""
             raise ConfigError(
-                "compile=true: the training step cannot be captured as one graph ("
-                + " | ".join(line.strip() for line in where if line.strip())[:1500]
-                + "); train eagerly with compile=false") from None
+                f"compile=true: the training step cannot be captured as one graph: "
+                f"{lines[0] if lines else type(err).__name__} (at {where or 'see above'}); "
+                "train eagerly with compile=false") from err
         self._checked = True
         return out
 
