@@ -362,6 +362,8 @@ def aot_eager_steps(monkeypatch):
         return step
 
     monkeypatch.setattr(runner, "CompiledStep", make)
+    monkeypatch.setattr(runner, "compile_for_evaluation",
+                        lambda model, mode: torch.compile(model, backend="aot_eager"))
     return made
 
 

@@ -257,6 +257,11 @@ def _wrap(model: torch.nn.Module, cfg: DictConfig, device: torch.device,
     return forward_model
 
 
+def compile_for_evaluation(model: torch.nn.Module, mode: str = "default") -> torch.nn.Module:
+    """``torch.compile`` of the forward for evaluation (``compile_mode`` as the step's)."""
+    return torch.compile(model, mode=None if mode == "default" else mode)
+
+
 def _periods(cfg: DictConfig, steps_per_epoch: int) -> Tuple[int, Optional[int], int]:
     """``(number of periods, steps per period or None for a whole epoch, total steps)``."""
     max_steps = cfg.get("max_steps")
@@ -314,6 +319,7 @@ class _Run:
     period_steps: Optional[int]  # None: a period is one epoch
     total_steps: int
     compiled: Optional[CompiledStep] = None
+    eval_compiled: Optional[torch.nn.Module] = None
     start_period: int = 0
     step: int = 0
     tracker_ids: Dict[str, str] = field(default_factory=dict)
@@ -391,6 +397,17 @@ class _Run:
                 compile_update=not self.scaler.is_enabled())
         return self.compiled
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The model evaluation runs: with the step compiled whole, a compiled forward of its
+        own (inference graphs), else the forward model (compiled with it when asked)."""
+        if not self.whole_step:
+            return self.forward_model
+        if self.eval_compiled is None:
+            self.eval_compiled = compile_for_evaluation(
+                self.forward_model, self.cfg.get("compile_mode", "default"))
+        return self.eval_compiled
+
     def train_period(self, period: int, batches, on_log) -> Dict[str, Any]:
         """One epoch, or ``period_steps`` steps of the stream; returns the period's metrics."""
         n = None if self.epochs else min(self.period_steps, self.total_steps - self.step)
@@ -423,7 +440,7 @@ class _Run:
         every = self.cfg.get("eval_every") if self.epochs else 1
         if not every or (period + 1) % every or (last and self.task.monitor is None):
             return {}
-        evaluated = self.task.evaluate(self.forward_model)
+        evaluated = self.task.evaluate(self.eval_model)
         monitor = self.task.monitor
         if monitor is not None and monitor[0] in evaluated:
             key, mode = monitor
@@ -530,7 +547,7 @@ def _finish(r: _Run, meta: Dict[str, Any], trackers: Trackers) -> Dict[str, Any]
     """The final evaluation, ``results.json`` and the summary line."""
     eval_start = time.perf_counter()
     results: Dict[str, Any] = dict(meta)
-    results.update(r.task.final_evaluate(r.forward_model, r.best_state()))
+    results.update(r.task.final_evaluate(r.eval_model, r.best_state()))
     h = r.history
     if "best_value" in h:
         results[f"best/{r.task.monitor[0]}"] = h["best_value"]

@@ -10,8 +10,10 @@ which under ``nn.DataParallel`` happens on the replicas, so the flags stay set o
 (they accumulate from step to step). Here the controller sets the flags *before* the forward and
 clears them after it returns, on the modules the caller owns, so DataParallel replicas (which copy
 the flags when they are made) and DDP processes (each with its own controller) behave like one
-device. All draws come from the controller's own CPU generator: no host-device synchronisation,
-and the state is saved in checkpoints for exact resume.
+device. All draws come from the controller's own generators: a CPU one in host mode (eager CPU:
+flags and slices), one on the model's device in capture mode (GPUs, ``compile=true``: every unit
+armed, gated and cropped by masks, so a compiled step is one graph for every draw). Neither
+synchronises host and device, and both states are saved in checkpoints for exact resume.
 """
 
 from __future__ import annotations

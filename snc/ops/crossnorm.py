@@ -15,6 +15,12 @@ Additions over the official op (all off by default, so the default equals the of
 ``self_pairing=False`` (no sample is its own partner) and ``channel_shuffle=True`` (the style
 source's channels are permuted too, an option present but never enabled in the official op).
 
+Two forms of one op: :func:`cross_norm` with the boxes as slices and its choices drawn on the
+host (:func:`sample_cross_norm_args`; eager CPU), and the capture form (:func:`cross_norm_masked`,
+:func:`box_masks`, :func:`permutation_from_keys`; GPUs and ``torch.compile``): the same choices
+with the same distribution drawn on the device, boxes as masks and partners as gathers of fixed
+shape. Equal results for equal choices (tested).
+
 Crop modes (``A`` = content sample, ``B`` = partner):
     neither: ``A`` whole map gets ``B``'s whole-map statistics.
     style:   ``A`` whole map gets the statistics of box B1 of ``B``.
