@@ -62,7 +62,6 @@ class CompiledStep:
                     group["lr"] = torch.tensor(float(group["lr"]), device=device)
             self.update = torch.compile(optimizer.step, **options)
 
-
     def forward_loss(self, batch):
         """``(loss, logs)`` of ``batch`` through the compiled graph.
 
