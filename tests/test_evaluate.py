@@ -244,7 +244,7 @@ def test_imagenet_r_on_a_1000_class_head_needs_only_the_validation_images(make_c
     tiny = [o for o in TINY if not o.startswith("dataset")]
     cfg = make_cfg(*tiny, "dataset=imagenet", "dataset.num_classes=1000", "dataset.workers=0",
                    "dataset.corrupted=none", "shifts=[imagenet_r]", "evaluate.bootstrap=50",
-                   name="evaluate", tiny=False)
+                   "weights=random", name="evaluate", tiny=False)
     out = evaluate(cfg, overrides=[])
     block = out["shifts"]["imagenet_r"]
     assert block["num_images"] == 3 and block["classes"] == 200

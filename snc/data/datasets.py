@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
+from omegaconf.errors import MissingMandatoryValue
 
 from snc.atomic import read_marker, write_marker
 from snc.data.augmix import AugMix
@@ -227,6 +228,14 @@ def _synthetic(cfg, data_dir: Path) -> Source:
 
 @register_dataset("npz")
 def _npz(cfg, data_dir: Path) -> Source:
+    try:
+        given = cfg.dataset.get("path")
+    except MissingMandatoryValue:  # path: ??? in configs/dataset/npz.yaml
+        given = None
+    if not given:
+        raise ConfigError("dataset.path is required for dataset=npz: give an .npz with "
+                          "train_images, train_labels, test_images, test_labels (uint8 (N, H, W, "
+                          "3) images), e.g. dataset.path=data/my_images.npz")
     path = Path(cfg.dataset.path)
     if not path.exists():
         raise FileNotFoundError(

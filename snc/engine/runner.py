@@ -52,6 +52,8 @@ from snc.errors import ConfigError
 from snc.models import count_parameters, count_units
 from snc.tasks import RunContext, Task, get_task
 from snc.tracking import LocalTracker, Trackers, WandbTracker, write_json
+from snc.tracking.sync import sync_run, tracker_group, tracker_tags
+from snc.tracking.wandb import run_record
 
 log = logging.getLogger("snc")
 
@@ -84,8 +86,9 @@ def validate(cfg: DictConfig) -> Task:
     keys = ["batch_size", "eval_batch_size"] + (["epochs"] if cfg.get("max_steps") is None
                                                  else ["max_steps", "eval_every_steps"])
     for key in keys:
-        if int(cfg[key]) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
+        value = cfg[key]
+        if isinstance(value, bool) or not str(value).lstrip("+").isdigit() or int(value) < 1:
+            raise ConfigError(f"{key} takes a whole number >= 1; got {value!r}")
     if cfg.optimizer.get("name", "sgd") not in OPTIMIZERS:
         raise ConfigError(f"optimizer.name={cfg.optimizer.name!r}; choose one of "
                           f"{', '.join(OPTIMIZERS)}")
@@ -182,6 +185,12 @@ def _finished(run_dir: Path, task: Task) -> Optional[Dict[str, Any]]:
     results = json.loads(path.read_text())
     log.info("[snc] finished run: %s (its results.json is returned; another output_dir or "
              "run_name trains again)", run_dir)
+    wb = task.cfg.logger.get("wandb")
+    if (wb is not None and wb.get("enabled", False) and not run_record(run_dir)
+            and not (run_dir / "wandb").exists()):  # trained with logger=none: log it now
+        log.info("[snc] the finished run has no W&B run: logging its files to W&B")
+        sync_run(run_dir, project=wb.get("project"), entity=wb.get("entity"),
+                 mode=wb.get("mode", "offline"))
     print(f"[snc] {results['dataset']} {results['backbone']} {results['method']}: "
           f"{task.summary(results)}", flush=True)
     console.record(results)
@@ -435,15 +444,10 @@ def _build_run(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
 def _start_trackers(r: _Run, meta: Dict[str, Any]) -> Trackers:
     cfg = r.cfg
     trackers = _trackers(cfg, r.run_dir) if r.info.is_main else Trackers([])
-    group = (cfg.get("group") or cfg.get("experiment_name")
-             or f"{cfg.dataset.name}-{cfg.backbone.name}")
+    config = OmegaConf.to_container(cfg, resolve=True)
     r.tracker_ids = trackers.start(
-        OmegaConf.to_container(cfg, resolve=True), name=r.run_dir.name, group=group,
-        job_type=meta["method"], tags=list(cfg.get("tags") or []) + [
-            cfg.dataset.name, cfg.backbone.name, meta["method"], meta["position"]]
-        + ([f"crop={meta['crop']}"] if meta["crop"] else [])
-        + ([cfg.experiment_name] if cfg.get("experiment_name") else []),
-        resume_ids=r.tracker_ids)
+        config, name=r.run_dir.name, group=tracker_group(meta, config),
+        job_type=meta["method"], tags=tracker_tags(meta, config), resume_ids=r.tracker_ids)
     return trackers
 
 

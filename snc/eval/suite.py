@@ -57,9 +57,17 @@ def own_names(dataset: str) -> Tuple[str, str]:
     return PUBLISHED_GRIDS.get(dataset, (f"{dataset}_c", f"{dataset}_c_bar"))
 
 
+def shift_list(value: Any) -> List[str]:
+    """``evaluate.shifts`` as a list of names: one name given without brackets
+    (``shifts=corrupted_bar``) is that one shift, not its letters."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
 def _settings(cfg) -> Dict[str, Any]:
     e = cfg.get("evaluate") or {}
-    return {"shifts": list(e.get("shifts", [OWN]) or []),
+    return {"shifts": shift_list(e.get("shifts", [OWN])),
             "download": bool(e.get("download", False)),
             "bootstrap": int(e.get("bootstrap", 1000) or 0),
             "bootstrap_seed": int(e.get("bootstrap_seed", 0)),
