@@ -365,3 +365,10 @@ def test_preset_titles_are_whole_and_an_unknown_one_exits_2(capsys):
     assert capsys.readouterr().out.splitlines()[1].rstrip().endswith("SN, CIFAR-100")
     assert main(["nosuch"]) == 2
     assert "no preset matches 'nosuch'" in capsys.readouterr().err
+
+
+def test_a_refused_sweep_leaves_no_multirun_folder(tmp_path):
+    (tmp_path / "outputs" / "older").mkdir(parents=True)
+    done = snc_cmd("-m", "sn=true,on", cwd=tmp_path)
+    assert done.returncode == 2 and "sn takes off|on|se; got 'true'" in done.stderr
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["older"]

@@ -34,14 +34,46 @@ def launch(main: Callable[[], Any], config_dir: Path, config_name: str,
     argv = list(sys.argv[1:] if argv is None else argv)
     # Hydra raises its errors instead of printing them (and its '+key=' hint) itself
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    sweeps = _sweep_root(argv)
+    before = set(sweeps.iterdir()) if sweeps is not None and sweeps.is_dir() else set()
     try:
         main()
     except Exception as err:  # noqa: BLE001 - re-raised unless it is a Hydra-level mistake
         message = explain(err, argv, config_dir, config_name)
         if message is None or wants_traceback(argv):
             raise
+        _remove_new_sweep_folders(sweeps, before)
         print(error_line(message), file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def _sweep_root(argv: Sequence[str]) -> Optional[Path]:
+    """Where a multirun puts its ``multirun.yaml`` folders (``hydra.sweep.dir`` of
+    configs/train.yaml: ``<paths.output_dir>/multirun/<time>``), or None for a single run."""
+    if not any(a in ("-m", "--multirun") for a in argv):
+        return None
+    root = os.environ.get("SNC_OUTPUT_DIR", "outputs")
+    for word in argv:
+        if word.lstrip("+").startswith("paths.output_dir="):
+            root = word.split("=", 1)[1]
+    return Path(root) / "multirun"
+
+
+def _remove_new_sweep_folders(root: Optional[Path], before: set) -> None:
+    """A sweep refused while composing its first job leaves no ``multirun/<time>`` folder
+    holding only Hydra's ``multirun.yaml`` (nor the empty folders above it)."""
+    if root is None or not root.is_dir():
+        return
+    for folder in set(root.iterdir()) - before:
+        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"multirun.yaml"}:
+            for p in folder.iterdir():
+                p.unlink()
+            folder.rmdir()
+    for empty in (root, root.parent):
+        try:
+            empty.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def wants_traceback(argv: Iterable[str]) -> bool:
