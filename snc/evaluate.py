@@ -186,7 +186,7 @@ def evaluate(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Dict[str
     """Builds the model of ``cfg`` (a run, a checkpoint or pretrained weights), evaluates it on
     ``cfg.evaluate.shifts`` and writes the outputs. Returns the results."""
     from snc.engine.loop import use_tqdm
-    from snc.engine.runner import _meta, seed_everything, select_device
+    from snc.engine.runner import run_meta, seed_everything, select_device
     from snc.tasks.base import RunContext
     from snc.tasks.classify import Classify
     from snc.tracking.local import write_json
@@ -221,7 +221,7 @@ def evaluate(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Dict[str
             log.warning("weights=random: evaluating an untrained model (its results are marked "
                         "untrained)")
         model = task.model.to(device)
-        meta = _meta(cfg, task, model, out_dir, device)
+        meta = run_meta(cfg, task, model, out_dir, device)
         meta["weights"] = (loaded or cfg.backbone.get("weights") or cfg.backbone.get("pretrained")
                            or RANDOM)
         meta["untrained"] = kind == RANDOM

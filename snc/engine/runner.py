@@ -33,7 +33,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from snc import console
-from snc.config import unit_options
 from snc.distributed import DistInfo, barrier, cleanup, init_distributed, prepare_batch_norm
 from snc.engine.checkpoint import (
     load_checkpoint,
@@ -49,7 +48,6 @@ from snc.engine.optim import OPTIMIZERS, base_learning_rate, build_optimizer
 from snc.engine.precision import check_amp
 from snc.engine.schedule import SCHEDULES, build_scheduler
 from snc.errors import ConfigError
-from snc.models import count_parameters, count_units
 from snc.tasks import RunContext, Task, get_task
 from snc.tracking import LocalTracker, Trackers, WandbTracker, write_json
 from snc.tracking.sync import sync_run, tracker_group, tracker_tags
@@ -95,12 +93,7 @@ def validate(cfg: DictConfig) -> Task:
     if cfg.schedule.name not in SCHEDULES:
         raise ConfigError(f"schedule.name={cfg.schedule.name!r}; choose one of "
                           f"{', '.join(SCHEDULES)}")
-    unit_options(cfg)
-    augment = (cfg.get("augment") or {}).get("name", "none")
-    if augment != "none" and cfg.task.name != "classify":
-        raise ConfigError(f"augment={augment} is a classification baseline (Table 1); "
-                          f"task={cfg.task.name} has its own augmentation: use augment=none")
-    return get_task(cfg.task.name)(cfg)
+    return get_task(cfg.task.name)(cfg)  # the task checks its own options
 
 
 def run(cfg: DictConfig) -> Dict[str, Any]:
@@ -255,28 +248,18 @@ def _periods(cfg: DictConfig, steps_per_epoch: int) -> Tuple[int, Optional[int],
     return math.ceil(int(max_steps) / every), every, int(max_steps)
 
 
-def _meta(cfg: DictConfig, task: Task, model: torch.nn.Module, run_dir: Path,
-          device: torch.device) -> Dict[str, Any]:
-    """The run's description in ``results.json`` (the task adds ``task.info``)."""
-    _, cn, placement = unit_options(cfg)
-    units = count_units(model)
+def run_meta(cfg: DictConfig, task: Task, model: torch.nn.Module, run_dir: Path,
+             device: torch.device) -> Dict[str, Any]:
+    """The run's description in ``results.json``: what every run has, then the task's own
+    (``task.describe(model)``, ``task.info``)."""
     return {
         "task": task.name, "dataset": cfg.dataset.name, "backbone": cfg.backbone.name,
-        "method": task.method(), "position": placement.name or "default",
-        "crop": cn.crop if cn is not None else None, "seed": int(cfg.seed),
+        "method": task.method(), "seed": int(cfg.seed),
         "epochs": int(cfg.epochs), "max_steps": cfg.get("max_steps"),
-        "experiment": cfg.get("experiment_name"), "num_params": count_parameters(model),
-        "sn_units": units["sn"], "cn_units": units["cn"], "se_units": units["se"],
-        "run_dir": str(run_dir), "device": str(device), "ibn": cfg.ibn.name,
-        "cn_active_num": cn.active_num if cn is not None else None,
-        "cn_prob": cn.prob if cn is not None else None,
-        "paper_cells": (OmegaConf.to_container(cfg.paper.cells, resolve=True)
-                        if cfg.get("paper") and cfg.paper.get("cells") else []),
-        # the official run script's (active_num, prob): the report says whether a grid's
-        # chosen setting is it
-        "paper_official": (OmegaConf.to_container(cfg.paper.official, resolve=True)
-                           if cfg.get("paper") and cfg.paper.get("official") else None),
-        **task.info,
+        "experiment": cfg.get("experiment_name"),
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "run_dir": str(run_dir), "device": str(device),
+        **task.describe(model), **task.info,
     }
 
 
@@ -462,7 +445,7 @@ def _execute(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
     log.info(console.run_line(run_dir, _resume_point(run_dir)))
     r = _build_run(cfg, task, device, run_dir, info, progress)
     r.resume()
-    meta = _meta(cfg, task, r.model, run_dir, device)
+    meta = run_meta(cfg, task, r.model, run_dir, device)
     # runs that differ only by seed share a setting_hash (the report pools them as seeds)
     meta["setting_hash"] = config_hash(cfg, identity, drop=("seed",))
     meta["sweep"] = _sweep_choice()

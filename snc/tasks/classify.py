@@ -100,6 +100,8 @@ def build_network(cfg: DictConfig, num_classes: int, pretrained: bool = True
 class Classify(Task):
     """Clean error and mCE of a classifier trained with SN/CN (and AugMix, consistency)."""
 
+    augments = True  # the Table 1 baselines (augment=cutout|mixup|...)
+
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
         if cfg.ibn.name != "none" and not cfg.backbone.get("supports_ibn", False):
