@@ -15,8 +15,7 @@ from torch import nn
 
 import snc.config  # noqa: F401  (registers the config schemas)
 import snc.models.cifar.wideresnet_fm  # noqa: F401  (registers wrn28_2_fm until the package does)
-from snc.data.fixmatch import FixMatchStream, labeled_split
-from snc.data.randaugment import (
+from snc.augment.randaugment import (
     OPS,
     RandAugmentMC,
     apply_op,
@@ -25,6 +24,7 @@ from snc.data.randaugment import (
     pil_reference_op,
     weak_augment,
 )
+from snc.data.fixmatch import FixMatchStream, labeled_split
 from snc.data.synthetic import make_synthetic
 from snc.engine.runner import validate
 from snc.engine.schedule import fixmatch_factor

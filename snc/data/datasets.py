@@ -25,9 +25,14 @@ import numpy as np
 from omegaconf.errors import MissingMandatoryValue
 
 from snc.atomic import read_marker, write_marker
-from snc.data.augmix import AugMix
-from snc.data.checksums import array_digest, folder_digest
-from snc.data.corrupted import (
+from snc.augment.augmix import AugMix
+from snc.corruptions import (
+    ALL_CORRUPTIONS,
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    GENERATOR_VERSION,
+)
+from snc.corruptions.sets import (
     default_workers,
     generate_cifar_style,
     imagenet_c_dir,
@@ -37,12 +42,7 @@ from snc.data.corrupted import (
     severity_rows,
     sha256_file,
 )
-from snc.data.corruptions import (
-    ALL_CORRUPTIONS,
-    CORRUPTIONS,
-    EXTRA_CORRUPTIONS,
-    GENERATOR_VERSION,
-)
+from snc.data.checksums import array_digest, folder_digest
 from snc.data.loader import ArrayLoader
 from snc.errors import ConfigError
 
@@ -559,7 +559,7 @@ class _FolderLayout:
         return len(self.train_set.classes)
 
     def generate(self, root: Path, names, progress: bool) -> None:
-        from snc.data.corrupted import generate_imagenet_style
+        from snc.corruptions.sets import generate_imagenet_style
 
         d = self.cfg.dataset
         generate_imagenet_style(self.source.test, root, corruptions=names,

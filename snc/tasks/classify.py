@@ -8,7 +8,7 @@ The example to read before writing a task of your own. The recipe:
    corrupted test sets (published or generated once); ``build_network`` builds the backbone
    with its SN/CN units from the typed unit options.
 3. **Training step**: the ``augment`` option (a Table 1 baseline: cutout, mixup, cutmix,
-   autoaugment, adversarial; :mod:`snc.data.augment`) transforms the batch; then the
+   autoaugment, adversarial; :mod:`snc.augment.baselines`) transforms the batch; then the
    objective (``ce``, ``cn``, ``consistency``, ``augmix``) turns a batch
    into a loss; the CN controller decides per step whether CN acts.
 4. **Evaluation**: clean top-1 (and top-5) error counted over every sample; at the end every
@@ -25,8 +25,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from snc.augment.baselines import BatchAugment, check_options
 from snc.config import unit_options
-from snc.data.augment import BatchAugment, check_options
 from snc.data.datasets import Data, Source, build_data, check_source, data_identity, get_source
 from snc.errors import ConfigError
 from snc.eval.robustness import clean_error

@@ -343,8 +343,8 @@ class FixMatchTask(Task):
 
     def _corrupted_sets(self, source, common, ctx: RunContext):
         """The corrupted test sets as ``snc.data.datasets.build_data`` makes them, or None."""
-        from snc.data.corrupted import default_workers, generate_cifar_style
-        from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
+        from snc.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
+        from snc.corruptions.sets import default_workers, generate_cifar_style
         from snc.data.datasets import CORRUPTED_MODES, ArrayCorruptedSets, corrupted_root
         from snc.data.loader import ArrayLoader
 
