@@ -12,7 +12,6 @@ import zipfile
 import numpy as np
 import pytest
 
-from snc.shifts import entries as shifts
 from snc.errors import ConfigError
 from snc.shifts import (
     check_fits,
@@ -24,6 +23,7 @@ from snc.shifts import (
     open_single,
     severity_dir,
 )
+from snc.shifts import entries as shifts
 
 # ------------------------------------------------------------------------------- class lists
 
