@@ -1,7 +1,7 @@
 """FixMatch data: the labeled split and the infinite, resumable stream of training batches.
 
 Reference: kekmodel/FixMatch-pytorch @040be3b (``dataset/cifar.py``: ``x_u_split``,
-``TransformFixMatch``; ``train.py``: the two loaders), reference/wave2.md §1.3.
+``TransformFixMatch``; ``train.py``: the two loaders).
 
 - Labeled subset: NumPy's legacy RNG seeded with ``seed`` right before the draw; per class
   ``c = 0 .. C-1`` in order, ``labels / C`` indices drawn **without replacement** from that
