@@ -1,7 +1,8 @@
 """FixMatch with CrossNorm: semi-supervised CIFAR-10 (paper Fig. 4).
 
 Sohn et al., "FixMatch", NeurIPS 2020, as re-implemented in kekmodel/FixMatch-pytorch @040be3b
-(``train.py``; the code the CrossNorm authors built on), with CrossNorm units in the network. The recipe, top to bottom:
+(``train.py``; the code the CrossNorm authors built on), with CrossNorm units in the network.
+The recipe, top to bottom:
 
 1. data: ``task.labels`` labeled images drawn per class with NumPy's legacy RNG seeded with
    ``task.label_seed`` (saved to ``<run_dir>/labeled_indices.json``); all training images are
