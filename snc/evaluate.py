@@ -207,6 +207,7 @@ def evaluate(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Dict[str
                 cfg.backbone[key] = None
     cfg.dataset.eval_only = True  # no training split needed (ImageNet: val/ alone)
     task = Classify(cfg)
+    task.fetch()  # missing clean / published -C data, when dataset.download is on
     task.identity()  # checks the data (and published checksums) before anything is written
     device = select_device(cfg.device)
     seed_everything(int(cfg.seed))

@@ -372,3 +372,25 @@ def test_a_refused_sweep_leaves_no_multirun_folder(tmp_path):
     done = snc_cmd("-m", "sn=true,on", cwd=tmp_path)
     assert done.returncode == 2 and "sn takes off|on|se; got 'true'" in done.stderr
     assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["older"]
+
+
+def test_identity_downloads_nothing_fetch_is_the_explicit_step(make_cfg, monkeypatch, tmp_path):
+    import torchvision.datasets.utils as tv_utils
+
+    from snc.tasks.classify import Classify
+
+    calls = []
+
+    def offline(url, *args, **kwargs):
+        calls.append(url)
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
+    tiny = [o for o in __import__("conftest").TINY if not o.startswith("dataset")]
+    task = Classify(make_cfg(*tiny, "dataset=cifar10", "dataset.download=true", tiny=False))
+    with pytest.raises(FileNotFoundError, match="is not in"):
+        task.identity()
+    assert calls == []  # computing the run's identity fetched nothing
+    with pytest.raises(FileNotFoundError, match="download failed"):
+        task.fetch()
+    assert len(calls) == 1 and calls[0].endswith("cifar-10-python.tar.gz")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
+from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from snc.atomic import read_marker, write_marker
@@ -194,12 +195,36 @@ def list_datasets() -> Tuple[str, ...]:
     return tuple(sorted(_DATASETS))
 
 
-def get_source(cfg, data_dir: Path) -> Source:
-    """The :class:`Source` of ``cfg.dataset``; unknown names fail with the known ones."""
+def get_source(cfg, data_dir: Path, fetch: bool = True) -> Source:
+    """The :class:`Source` of ``cfg.dataset``; unknown names fail with the known ones. With
+    ``fetch=False`` nothing is downloaded, whatever ``dataset.download`` says: a missing
+    dataset fails naming how to get it."""
     name = cfg.dataset.name
     if name not in _DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())}")
-    return _DATASETS[name](cfg, data_dir)
+    return _DATASETS[name](cfg if fetch else without_download(cfg), data_dir)
+
+
+def without_download(cfg):
+    """``cfg`` with ``dataset.download=false`` (the original is left as it is)."""
+    if not cfg.dataset.get("download", False):
+        return cfg
+    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    copy.dataset.download = False
+    return copy
+
+
+def fetch_data(cfg, data_dir: Path) -> Source:
+    """The explicit download step of a run (``dataset.download=true``): the clean set and its
+    published corrupted set are fetched when missing (under torchrun by one process, the others
+    find its files). Returns the source; :func:`data_identity` then only reads."""
+    from snc.distributed import main_process_first
+
+    with main_process_first():
+        source = get_source(cfg, data_dir)
+        if corrupted_mode(cfg) == "published" and source.layout == "array":
+            _download_published(cfg, corrupted_root(cfg, source))
+    return source
 
 
 @register_dataset("cifar10")
@@ -596,11 +621,7 @@ def data_identity(cfg, source: Source) -> Dict[str, object]:
     if mode == "generate":
         identity["corrupted"] = {"generated_from": source.digest("test"),
                                  "generator_version": GENERATOR_VERSION}
-    elif source.layout == "array":
-        from snc.distributed import main_process_first
-
-        with main_process_first():  # under torchrun one process downloads
-            _download_published(cfg, root)
+    elif source.layout == "array":  # fetched before, by fetch_data (nothing downloads here)
         identity["corrupted"] = verify_published(root, names, cfg.dataset.name)
     else:
         identity["corrupted"] = folder_identity(root, names)

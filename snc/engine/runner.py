@@ -110,6 +110,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     device = select_device(cfg.device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
+    task.fetch()  # the explicit download step; identity() below only reads
     identity = dict(task.identity(), world_size=info.world)
     run_dir = run_dir_for(cfg, task.run_name(), identity)
     if cfg.resume is False and _holds_a_run(run_dir):

@@ -9,6 +9,7 @@ best/last bookkeeping, ``results.json`` and the summary line — belongs to :mod
 The engine calls, in this order::
 
     task = TaskClass(cfg)               # validate options; no file is written, nothing is built
+    task.fetch()                        # download missing inputs (dataset.download=true)
     task.identity()                     # load + check the inputs; their digests join the run hash
     task.run_name()                     # readable part of the run directory's name
     task.setup(ctx)                     # build data (self.train: the training batches) + model
@@ -102,6 +103,12 @@ class Task:
     def run_name(self) -> str:
         """Readable part of the run directory name (the engine appends seed and a hash)."""
         raise NotImplementedError
+
+    def fetch(self) -> None:
+        """Downloads the inputs that are missing and may be downloaded (``dataset.download``):
+        the explicit fetch step of a launch, before :meth:`identity`, which only reads. Under
+        torchrun every process calls it; one downloads while the others wait. Default:
+        nothing to fetch."""
 
     def identity(self) -> Dict[str, Any]:
         """What the results depend on besides the config — digests of the data actually used

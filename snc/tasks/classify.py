@@ -27,7 +27,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from snc.augment.baselines import BatchAugment, check_options
 from snc.config import unit_options
-from snc.data.datasets import Data, Source, build_data, check_source, data_identity, get_source
+from snc.data.datasets import (
+    Data,
+    Source,
+    build_data,
+    check_source,
+    data_identity,
+    fetch_data,
+    get_source,
+)
 from snc.errors import ConfigError
 from snc.eval.robustness import clean_error
 from snc.eval.suite import ShiftSuite
@@ -151,9 +159,15 @@ class Classify(Task):
         return method_name(self.cfg)
 
     def identity(self) -> Dict[str, Any]:
-        self.source = get_source(self.cfg, Path(self.cfg.paths.data_dir))
+        if self.source is None:  # not fetched: read what is there, download nothing
+            self.source = get_source(self.cfg, Path(self.cfg.paths.data_dir), fetch=False)
         check_source(self.cfg, self.source)
         return data_identity(self.cfg, self.source)
+
+    def fetch(self) -> None:
+        """Downloads the clean set and its published corrupted set when missing
+        (``dataset.download``), before :meth:`identity` reads them."""
+        self.source = fetch_data(self.cfg, Path(self.cfg.paths.data_dir))
 
     def setup(self, ctx: RunContext) -> None:
         data = build_data(self.cfg, ctx.device, progress=ctx.progress, rank=ctx.rank,
