@@ -130,8 +130,9 @@ def fail(err: BaseException, cfg: Optional[DictConfig] = None) -> None:
     """Prints an expected error in one line and exits 2; anything else is re-raised.
 
     A write that ran out of space anywhere (a log line, ``config.yaml``) is said as
-    :class:`~snc.atomic.DiskFull` does, naming the folder; a key left ``???`` in a config names
-    the key to set."""
+    :class:`~snc.atomic.DiskFull` does, naming the folder; a folder that may not be written
+    names the path and the options that move it; a key left ``???`` in a config names the key
+    to set."""
     err = _as_expected(err, cfg)
     if not is_expected(err) or show_tracebacks(cfg):
         raise err
@@ -152,6 +153,11 @@ def _as_expected(err: BaseException, cfg: Optional[DictConfig]) -> BaseException
         else:
             paths = (cfg.get("paths") if cfg is not None else None) or {}
             converted = disk_full_error(paths.get("output_dir") or os.getcwd())
+    elif isinstance(err, PermissionError):
+        what = getattr(err, "filename", None) or "a file"
+        converted = ConfigError(f"cannot access {what} (permission denied): choose folders you "
+                                "can write (paths.data_dir=..., paths.output_dir=...) or fix "
+                                "their permissions")
     elif isinstance(err, MissingMandatoryValue):
         key = getattr(err, "full_key", None) or "a key"
         converted = ConfigError(f"{key} has no value: set {key}=... on the command line")

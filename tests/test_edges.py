@@ -394,3 +394,14 @@ def test_identity_downloads_nothing_fetch_is_the_explicit_step(make_cfg, monkeyp
     with pytest.raises(FileNotFoundError, match="download failed"):
         task.fetch()
     assert len(calls) == 1 and calls[0].endswith("cifar-10-python.tar.gz")
+
+
+def test_a_folder_that_cannot_be_written_is_one_line(capsys):
+    from snc.console import fail
+
+    with pytest.raises(SystemExit) as code:
+        fail(PermissionError(errno.EACCES, "Permission denied", "/nonexistent"))
+    assert code.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "snc: error: cannot access /nonexistent (permission denied): choose folders you can "
+        "write (paths.data_dir=..., paths.output_dir=...) or fix their permissions")
