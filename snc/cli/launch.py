@@ -139,8 +139,9 @@ def explain(err: BaseException, argv: Sequence[str], config_dir: Path,
 
 def config_groups(config_dir: Path) -> List[str]:
     """The config groups (folders of ``configs/``) a user chooses with ``group=option``."""
+    internal = ("hydra", "dataset_backbone", "task_dataset")  # chosen by the others, not by hand
     return sorted(p.name for p in Path(config_dir).iterdir()
-                  if p.is_dir() and p.name != "hydra" and any(p.glob("*.yaml")))
+                  if p.is_dir() and p.name not in internal and any(p.glob("*.yaml")))
 
 
 def group_options(config_dir: Path, group: str) -> List[str]:
