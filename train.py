@@ -13,6 +13,8 @@ import hydra
 from omegaconf import DictConfig
 
 import snc.config  # noqa: F401  (registers the config schemas before Hydra composes)
+from snc.cli.launch import launch
+from snc.config import CONFIG_DIR
 from snc.console import fail
 from snc.engine import run
 
@@ -27,4 +29,4 @@ def main(cfg: DictConfig) -> Optional[float]:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main, CONFIG_DIR, "train")  # Hydra's own errors (unknown key, ...): one line, exit 2

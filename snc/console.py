@@ -20,7 +20,7 @@ log = logging.getLogger("snc")
 
 # Errors that are the user's input, not a bug: shown as one line. The classes are looked up
 # lazily so that importing this module stays cheap.
-EXPECTED = ("ConfigError", "RunLocked", "FileNotFoundError", "FileExistsError")
+EXPECTED = ("ConfigError", "RunLocked", "FileNotFoundError", "FileExistsError", "DiskFull")
 
 
 def is_expected(err: BaseException) -> bool:
@@ -31,7 +31,7 @@ def show_tracebacks(cfg: Optional[DictConfig] = None) -> bool:
     return bool(os.environ.get("SNC_TRACEBACK")) or bool(cfg is not None and cfg.get("verbose"))
 
 
-def error_line(err: BaseException) -> str:
+def error_line(err) -> str:
     """``snc: error: <message>`` (chained causes are left out: the message names the fix)."""
     return f"snc: error: {err}"
 
@@ -127,8 +127,41 @@ class SweepSummary(Callback):
 
 
 def fail(err: BaseException, cfg: Optional[DictConfig] = None) -> None:
-    """Prints an expected error in one line and exits 2; anything else is re-raised."""
+    """Prints an expected error in one line and exits 2; anything else is re-raised.
+
+    A write that ran out of space anywhere (a log line, ``config.yaml``) is said as
+    :class:`~snc.atomic.DiskFull` does, naming the folder; a folder that may not be written
+    names the path and the options that move it; a key left ``???`` in a config names the key
+    to set."""
+    err = _as_expected(err, cfg)
     if not is_expected(err) or show_tracebacks(cfg):
         raise err
     print(error_line(err), file=sys.stderr, flush=True)
     raise SystemExit(2)
+
+
+def _as_expected(err: BaseException, cfg: Optional[DictConfig]) -> BaseException:
+    from omegaconf.errors import MissingMandatoryValue
+
+    from snc.atomic import DiskFull, disk_full_error, is_disk_full
+    from snc.errors import ConfigError
+
+    if is_disk_full(err) and not isinstance(err, DiskFull):
+        name = getattr(err, "filename", None)
+        if name:
+            converted = disk_full_error(Path(name).parent, Path(name).name)
+        else:
+            paths = (cfg.get("paths") if cfg is not None else None) or {}
+            converted = disk_full_error(paths.get("output_dir") or os.getcwd())
+    elif isinstance(err, PermissionError):
+        what = getattr(err, "filename", None) or "a file"
+        converted = ConfigError(f"cannot access {what} (permission denied): choose folders you "
+                                "can write (paths.data_dir=..., paths.output_dir=...) or fix "
+                                "their permissions")
+    elif isinstance(err, MissingMandatoryValue):
+        key = getattr(err, "full_key", None) or "a key"
+        converted = ConfigError(f"{key} has no value: set {key}=... on the command line")
+    else:
+        return err
+    converted.__cause__ = err
+    return converted

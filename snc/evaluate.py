@@ -17,8 +17,9 @@ image, for paired comparisons). With ``run_dir`` they go into that run's folder:
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -35,6 +36,44 @@ RUN_OVERRIDABLE = ("evaluate", "shifts", "device", "eval_batch_size", "amp", "pr
                    "paths", "verbose", "channels_last", "dataset.corrupted_dir", "dataset.root",
                    "dataset.download", "dataset.workers", "logger")
 SOURCE_KEYS = ("run_dir", "checkpoint")
+RANDOM = "random"  # weights=random: an untrained model, on purpose (marked untrained)
+
+
+def model_source(cfg: DictConfig, overrides: List[str]) -> str:
+    """What the evaluated weights come from: ``run_dir``, ``checkpoint``, ``pretrained`` (named
+    weights of the backbone) or ``random`` (``weights=random``, asked for explicitly).
+
+    Raises:
+        ConfigError: none of them is given (nothing is generated or written before this).
+    """
+    weights = cfg.get("weights")
+    if weights not in (None, RANDOM):
+        raise ConfigError(f"weights={weights}: the only value is weights=random (an untrained "
+                          "model, on purpose); trained weights come from run_dir=, checkpoint= "
+                          "or backbone.weights=")
+    if cfg.get("run_dir") and cfg.get("checkpoint"):
+        raise ConfigError("give run_dir or checkpoint, not both")
+    given = [k for k in SOURCE_KEYS if cfg.get(k)]
+    if given:
+        if weights == RANDOM:
+            raise ConfigError(f"weights=random and {given[0]}= contradict each other: drop "
+                              "weights=random to evaluate the trained model")
+        return given[0]
+    if cfg.backbone.get("weights") or cfg.backbone.get("pretrained"):
+        return "pretrained"
+    if weights == RANDOM:
+        return RANDOM
+    import difflib
+
+    typed = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    near = [f"{k} (did you mean {m[0]}?)" for k in typed
+            if (m := difflib.get_close_matches(k, SOURCE_KEYS, n=1, cutoff=0.5)) and m[0] != k]
+    raise ConfigError(
+        "snc.evaluate needs a model: give run_dir=<a training run's folder>, "
+        "checkpoint=<file.pt> with the model's groups, or pretrained weights "
+        "(backbone=torchvision backbone.arch=resnet50 backbone.weights=IMAGENET1K_V1); "
+        "weights=random evaluates an untrained model on purpose"
+        + (f"; unknown key {', '.join(near)}" if near else ""))
 
 
 def _user_overrides() -> List[str]:
@@ -91,25 +130,34 @@ def _output_dir(cfg: DictConfig, task) -> Path:
     return Path(cfg.paths.output_dir) / "evaluate" / name
 
 
-def _load_weights(model, cfg: DictConfig) -> Optional[str]:
-    """The run's (or the checkpoint's) weights into ``model``; what was loaded."""
+def _checkpoint_of(cfg: Dict[str, Any]) -> Optional[Path]:
+    """The checkpoint file a run or ``checkpoint=`` names (None for pretrained or random
+    weights), checked to exist before anything is generated or written."""
+    if cfg.get("run_dir"):
+        ckpt = Path(cfg["run_dir"]) / "ckpt" / "last.pt"
+        if not ckpt.exists():
+            raise ConfigError(f"{ckpt} does not exist: the run has no checkpoint yet")
+        if not (Path(cfg["run_dir"]) / "results.json").exists():
+            log.warning("%s has not finished training: evaluating its last checkpoint",
+                        cfg["run_dir"])
+        return ckpt
+    if cfg.get("checkpoint"):
+        ckpt = Path(cfg["checkpoint"])
+        if not ckpt.is_file():
+            raise ConfigError(f"checkpoint={ckpt} does not exist")
+        return ckpt
+    return None
+
+
+def _load_weights(model, ckpt: Optional[Path]) -> Tuple[Optional[str], Dict[str, str]]:
+    """The run's (or the checkpoint's) weights into ``model``; returns what was loaded and the
+    training run's tracker ids (its W&B run)."""
     import torch
 
     from snc.engine.checkpoint import load_checkpoint
 
-    if cfg.get("run_dir"):
-        ckpt = Path(cfg.run_dir) / "ckpt" / "last.pt"
-        if not ckpt.exists():
-            raise ConfigError(f"{ckpt} does not exist: the run has no checkpoint yet")
-        if not (Path(cfg.run_dir) / "results.json").exists():
-            log.warning("%s has not finished training: evaluating its last checkpoint",
-                        cfg.run_dir)
-    elif cfg.get("checkpoint"):
-        ckpt = Path(cfg.checkpoint)
-        if not ckpt.exists():
-            raise ConfigError(f"checkpoint={ckpt} does not exist")
-    else:
-        return None
+    if ckpt is None:
+        return None, {}
     try:
         state = load_checkpoint(ckpt, map_location="cpu")  # weights_only: runs no code
     except Exception as err:  # noqa: BLE001 - named in the message
@@ -117,6 +165,7 @@ def _load_weights(model, cfg: DictConfig) -> Optional[str]:
         raise ConfigError(f"{ckpt} is not a readable checkpoint ({first}); give a file "
                           "written by torch.save of {'model': state_dict} or a state dict "
                           "(a run's ckpt/last.pt)") from None
+    ids = dict(state.get("tracker_ids") or {}) if isinstance(state, dict) else {}
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
@@ -130,24 +179,24 @@ def _load_weights(model, cfg: DictConfig) -> Optional[str]:
         raise ConfigError(f"{ckpt} does not fit the model of this config ({first} ...): give "
                           "the dataset, backbone, sn/cn and position groups it was trained "
                           "with") from None
-    return str(ckpt)
+    return str(ckpt), ids
 
 
 def evaluate(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Dict[str, Any]:
     """Builds the model of ``cfg`` (a run, a checkpoint or pretrained weights), evaluates it on
     ``cfg.evaluate.shifts`` and writes the outputs. Returns the results."""
     from snc.engine.loop import use_tqdm
-    from snc.engine.runner import _meta, seed_everything, select_device
+    from snc.engine.runner import run_meta, seed_everything, select_device
     from snc.tasks.base import RunContext
     from snc.tasks.classify import Classify
     from snc.tracking.local import write_json
 
     overrides = _user_overrides() if overrides is None else overrides
-    if cfg.get("run_dir") and cfg.get("checkpoint"):
-        raise ConfigError("give run_dir or checkpoint, not both")
+    kind = model_source(cfg, overrides)
     source = {k: cfg.get(k) for k in SOURCE_KEYS}
     if cfg.get("run_dir"):
         cfg = config_of_run(Path(cfg.run_dir), cfg, overrides)
+    ckpt = _checkpoint_of(source)
     OmegaConf.set_struct(cfg, False)
     cfg.update(source)
     if cfg.task.name != "classify":
@@ -158,26 +207,56 @@ def evaluate(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Dict[str
                 cfg.backbone[key] = None
     cfg.dataset.eval_only = True  # no training split needed (ImageNet: val/ alone)
     task = Classify(cfg)
+    task.fetch()  # missing clean / published -C data, when dataset.download is on
     task.identity()  # checks the data (and published checksums) before anything is written
     device = select_device(cfg.device)
     seed_everything(int(cfg.seed))
     out_dir = _output_dir(cfg, task)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    task.setup(RunContext(device=device, run_dir=out_dir, seed=int(cfg.seed),
-                          progress=use_tqdm(cfg.get("progress", "auto"))))
-    loaded = _load_weights(task.model, cfg)
-    if loaded is None and not (cfg.backbone.get("pretrained") or cfg.backbone.get("weights")):
-        log.warning("no run_dir, checkpoint or pretrained weights: evaluating an untrained model")
-    model = task.model.to(device)
-    meta = _meta(cfg, task, model, out_dir, device)
-    meta["weights"] = loaded or cfg.backbone.get("weights") or cfg.backbone.get("pretrained")
-    results = dict(meta, **task.final_evaluate(model, None))
-    results = _merge_into_run(out_dir, results) if cfg.get("run_dir") else results
-    write_json(out_dir / "results.json", results)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        task.setup(RunContext(device=device, run_dir=out_dir, seed=int(cfg.seed),
+                              progress=use_tqdm(cfg.get("progress", "auto"))))
+        loaded, tracker_ids = _load_weights(task.model, ckpt)
+        if kind == RANDOM:
+            log.warning("weights=random: evaluating an untrained model (its results are marked "
+                        "untrained)")
+        model = task.model.to(device)
+        meta = run_meta(cfg, task, model, out_dir, device)
+        meta["weights"] = (loaded or cfg.backbone.get("weights") or cfg.backbone.get("pretrained")
+                           or RANDOM)
+        meta["untrained"] = kind == RANDOM
+        results = dict(meta, **task.final_evaluate(model, None))
+        results = _merge_into_run(out_dir, results) if cfg.get("run_dir") else results
+        write_json(out_dir / "results.json", results)
+    except BaseException:
+        if created:  # a failed evaluation leaves no folder behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    _log_to_wandb(cfg, out_dir, results, tracker_ids)
     for line in summary_lines(results):
         print(line, flush=True)
     print(f"[snc] written: {out_dir / 'results.json'}, errors.csv, robustbench.json", flush=True)
     return results
+
+
+def _log_to_wandb(cfg: DictConfig, out_dir: Path, results: Dict[str, Any],
+                  tracker_ids: Dict[str, str]) -> None:
+    """The evaluation's numbers to W&B (``logger=wandb``): into the run's own W&B run (same
+    id, ``resume="allow"``) when it has one, else into a new ``job_type=eval`` run."""
+    wb = (cfg.get("logger") or {}).get("wandb")
+    if wb is None or not wb.get("enabled", False):
+        return
+    from snc.tracking.sync import log_results
+    from snc.tracking.wandb import run_record
+
+    record = run_record(out_dir)
+    resume = record.get("id") or tracker_ids.get("WandbTracker")
+    log_results(out_dir, results, OmegaConf.to_container(cfg, resolve=True),
+                project=record.get("project") or wb.project,
+                entity=record.get("entity") or wb.get("entity"),
+                mode=wb.get("mode", "offline"),
+                job_type=str(results.get("method")) if resume else "eval", resume_id=resume)
 
 
 def _merge_into_run(run_dir: Path, new: Dict[str, Any]) -> Dict[str, Any]:
@@ -233,4 +312,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from snc.cli.launch import launch
+
+    launch(main, CONFIG_DIR, "evaluate")  # Hydra's own errors: one line, exit 2

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from snc.data.augmix import OPS, pil_reference_op
+from snc.augment.augmix import OPS, pil_reference_op
 from snc.ops import SelfNorm
 
 

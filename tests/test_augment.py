@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from snc.data.augment import (
+from snc.augment.augmix import normalize
+from snc.augment.baselines import (
     AutoAugment,
     BatchAugment,
     CutMix,
@@ -22,7 +23,6 @@ from snc.data.augment import (
     sample_lambda,
     to_uint8,
 )
-from snc.data.augmix import normalize
 from snc.engine import run as run_entry
 from snc.engine.runner import run_dir_of, validate
 from snc.errors import ConfigError

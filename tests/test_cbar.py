@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snc.data.corrupted import generate_cifar_style, load_cifar_c, read_manifest, severity_rows
-from snc.data.corruptions import (
+from snc.corruptions import (
     ALL_CORRUPTIONS,
     CBAR_CORRUPTIONS,
     cbar_corruptions,
     corrupt,
     corruption_seed,
 )
-from snc.data.corruptions.cbar import (
+from snc.corruptions.cbar import (
     CBAR_ALL,
     CBAR_DETERMINISTIC,
     SEVERITY_VALUES,
@@ -24,6 +23,7 @@ from snc.data.corruptions.cbar import (
     level,
     sample_params,
 )
+from snc.corruptions.sets import generate_cifar_style, load_cifar_c, read_manifest, severity_rows
 
 DATA = Path(__file__).parent / "data" / "cbar"
 CIFAR = np.load(DATA / "cifar_cbar.npz")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snc.data.corrupted import (
+from snc.corruptions import corrupt
+from snc.corruptions.sets import (
     generate_cifar_style,
     generate_imagenet_style,
     load_cifar_c,
@@ -14,7 +15,6 @@ from snc.data.corrupted import (
     read_manifest,
     severity_rows,
 )
-from snc.data.corruptions import corrupt
 
 
 def small_set(n=12, size=32, seed=0):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snc.data.corruptions import (
+from snc.corruptions import (
     ALL_CORRUPTIONS,
     CORRUPTIONS,
     EXTRA_CORRUPTIONS,
@@ -14,8 +14,8 @@ from snc.data.corruptions import (
     RANDOM_CORRUPTIONS,
     corrupt,
 )
-from snc.data.corruptions.motion import motion_blur_kernel_apply
-from snc.data.corruptions.params import PARAMS
+from snc.corruptions.motion import motion_blur_kernel_apply
+from snc.corruptions.params import PARAMS
 
 DATA = Path(__file__).parent / "data" / "corruptions"
 VECTORS = np.load(DATA / "cifar.npz")

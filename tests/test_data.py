@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from snc.data.augmix import OPS, AugMix, apply_op, pil_reference_op
+from snc.augment.augmix import OPS, AugMix, apply_op, pil_reference_op
 from snc.data.cifar import load_cifar, read_batch
 from snc.data.download import download_cifar_c, download_resumable
 from snc.data.loader import ArrayLoader

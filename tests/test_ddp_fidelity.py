@@ -232,7 +232,7 @@ def _check_folder_loader(rank: int, world: int, root: str) -> None:
     generator is seeded alike on both, as seed_everything does), reproducibly."""
     from torchvision.datasets import ImageFolder
 
-    from snc.data.augmix import AugMix
+    from snc.augment.augmix import AugMix
     from snc.data.imagenet import FolderLoader, imagenet_transform
 
     def first_batch(workers: int):

@@ -102,7 +102,7 @@ def test_held_out_corruptions_are_evaluated_but_stay_out_of_the_mce(make_cfg):
     results = run(make_cfg(*FAST, "epochs=1", "evaluate.validation=extra"))
     for name in ("speckle_noise", "gaussian_blur", "spatter", "saturate"):
         assert f"corruption/{name}/error" in results
-    from snc.data.corruptions import CORRUPTIONS
+    from snc.corruptions import CORRUPTIONS
     from snc.eval.robustness import cifar_mce
 
     errors = {(c, s): results[f"corruption/{c}/s{s}/error"] for c in CORRUPTIONS
@@ -209,7 +209,7 @@ def test_the_demo_shifts_carry_intervals_and_per_image_rows(make_cfg):
                            "evaluate.shifts=[corrupted,corrupted_bar]"))
     c, bar = results["shifts"]["synthetic_c"], results["shifts"]["synthetic_c_bar"]
     assert bar["kind"] == "corruptions" and bar["set"] == "generated"
-    from snc.data.corruptions import CBAR_CORRUPTIONS
+    from snc.corruptions import CBAR_CORRUPTIONS
 
     errors = [bar[f"corruption/{n}/s{s}/error"] for n in CBAR_CORRUPTIONS["cifar"]
               for s in range(1, 6)]
@@ -234,7 +234,7 @@ def test_imagenet_r_on_a_1000_class_head_needs_only_the_validation_images(make_c
     ImageNet-R's labels in its own 200 classes scored on the head's 200 columns."""
     from test_shifts import fake_folder_set
 
-    from snc.data.shifts import get_shift, imagenet_wnids
+    from snc.shifts import get_shift, imagenet_wnids
 
     data = tmp_path / "data"
     wnids = imagenet_wnids()
@@ -244,7 +244,7 @@ def test_imagenet_r_on_a_1000_class_head_needs_only_the_validation_images(make_c
     tiny = [o for o in TINY if not o.startswith("dataset")]
     cfg = make_cfg(*tiny, "dataset=imagenet", "dataset.num_classes=1000", "dataset.workers=0",
                    "dataset.corrupted=none", "shifts=[imagenet_r]", "evaluate.bootstrap=50",
-                   name="evaluate", tiny=False)
+                   "weights=random", name="evaluate", tiny=False)
     out = evaluate(cfg, overrides=[])
     block = out["shifts"]["imagenet_r"]
     assert block["num_images"] == 3 and block["classes"] == 200

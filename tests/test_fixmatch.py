@@ -15,8 +15,7 @@ from torch import nn
 
 import snc.config  # noqa: F401  (registers the config schemas)
 import snc.models.cifar.wideresnet_fm  # noqa: F401  (registers wrn28_2_fm until the package does)
-from snc.data.fixmatch import FixMatchStream, labeled_split
-from snc.data.randaugment import (
+from snc.augment.randaugment import (
     OPS,
     RandAugmentMC,
     apply_op,
@@ -25,6 +24,7 @@ from snc.data.randaugment import (
     pil_reference_op,
     weak_augment,
 )
+from snc.data.fixmatch import FixMatchStream, labeled_split
 from snc.data.synthetic import make_synthetic
 from snc.engine.runner import validate
 from snc.engine.schedule import fixmatch_factor
@@ -524,3 +524,20 @@ def test_an_interrupted_engine_run_resumes_to_the_uninterrupted_result(make_cfg,
     keys = ["clean/error", "clean/error_best", "clean/error_last20", "num_evaluations"]
     assert [resumed[k] for k in keys] == [whole[k] for k in keys]
     assert whole["num_evaluations"] == 3
+
+
+@pytest.mark.parametrize("dataset,mean,std", [
+    ("cifar10", [0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]),
+    ("cifar100", [0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761]),
+])
+def test_fixmatch_normalizes_cifar_as_its_recipe_without_a_preset(dataset, mean, std):
+    """kekmodel/FixMatch-pytorch normalizes with the CIFAR mean and std; the dataset group's
+    0.5/0.5 is the CrossNorm scripts' choice and stays for task=classify."""
+    from conftest import CONFIG_DIR
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["task=fixmatch", f"dataset={dataset}"])
+        plain = compose("train", overrides=[f"dataset={dataset}"])
+    assert list(cfg.dataset.mean) == mean and list(cfg.dataset.std) == std
+    assert list(plain.dataset.mean) == [0.5, 0.5, 0.5]

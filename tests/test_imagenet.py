@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from snc.data.corruptions import CORRUPTIONS
+from snc.corruptions import CORRUPTIONS
 from snc.eval.robustness import ALEXNET_ERRORS, count_errors
 from snc.models import build_model, count_parameters, count_units
 

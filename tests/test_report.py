@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from snc.cli.report import main
-from snc.data.corruptions import CORRUPTIONS
+from snc.corruptions import CORRUPTIONS
 from snc.report.collect import (
     best_variant,
     find_results,

@@ -16,7 +16,7 @@ import yaml
 from test_report import check_counts, check_golden, classify_run, write_runs
 
 from snc.cli.report import main
-from snc.data.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
+from snc.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
 from snc.eval import stats
 from snc.eval.robustness import corruption_metrics, error_percent
 from snc.report.collect import find_results, pool_seeds

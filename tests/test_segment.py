@@ -371,7 +371,27 @@ def test_miou_of_a_known_confusion_matrix():
     # counting from pixels builds that matrix
     gt = torch.tensor([0] * 8 + [1] * 4 + [2] * 4 + [255] * 3)
     pr = torch.tensor([0] * 6 + [1] * 2 + [1] * 3 + [0] + [2] * 4 + [5] * 3)
-    assert torch.equal(confusion_matrix(pr, gt), cm)
+    counted = confusion_matrix(pr, gt)
+    assert counted.shape == (19, 20) and torch.equal(counted[:, :19], cm)
+    assert counted[:, 19].sum() == 0
+
+
+def test_predictions_outside_the_classes_are_misses_not_the_last_class():
+    """semseg's intersectionAndUnion: a saved prediction of 255 is a miss of its true class and
+    a false positive of none (a clamp to the last class, 'bicycle', inflated its IoU)."""
+    gt = torch.tensor([18] * 10 + [0] * 10)
+    pr = torch.tensor([18] * 10 + [255] * 1 + [0] * 9)
+    s = scores(confusion_matrix(pr, gt))
+    assert s["iou"][18] == pytest.approx(100.0)  # no false positive for bicycle
+    assert s["iou"][0] == pytest.approx(90.0)  # 9 / (10 + 9 - 9)
+    assert s["acc"] == pytest.approx(95.0)
+    # the same counts with a semseg-style histogram of the valid predictions
+    inter = torch.bincount(pr[pr == gt], minlength=19).double()
+    area_pred = torch.histc(pr.double(), bins=19, min=0, max=18)
+    area_gt = torch.bincount(gt, minlength=19).double()
+    present = area_gt > 0
+    expected = (inter / (area_pred + area_gt - inter).clamp(min=1e-10))[present] * 100
+    assert [s["iou"][i] for i in range(19) if present[i]] == pytest.approx(expected.tolist())
 
 
 def test_window_grid_matches_semseg():

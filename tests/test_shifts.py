@@ -12,8 +12,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from snc.data import shifts
-from snc.data.shifts import (
+from snc.errors import ConfigError
+from snc.shifts import (
     check_fits,
     download,
     get_shift,
@@ -23,7 +23,7 @@ from snc.data.shifts import (
     open_single,
     severity_dir,
 )
-from snc.errors import ConfigError
+from snc.shifts import entries as shifts
 
 # ------------------------------------------------------------------------------- class lists
 
@@ -205,7 +205,7 @@ def test_cifar10_1_arrays_shapes_and_checksums(tmp_path, monkeypatch):
     # the real published checksums: the fake files do not match and are named with the fix
     with pytest.raises(ConfigError, match=r"cifar10.1_v6_data.npy does not match its published "
                                           r"checksum.*delete .*cifar10.1_v6_data.npy and run "
-                                          r"`python -m snc.data.shifts download cifar10_1"):
+                                          r"`python -m snc.shifts download cifar10_1"):
         open_single(s, folder)
     s = with_checksums_of(monkeypatch, "cifar10_1", checksums={
         f: sha(folder / f) for f in s.files})
@@ -240,7 +240,7 @@ def test_missing_sets_name_url_layout_and_command(tmp_path):
         with pytest.raises(FileNotFoundError) as err:
             locate(get_shift(name), tmp_path)
         text = str(err.value)
-        for pattern in expect + [rf"python -m snc\.data\.shifts download {name} --data-dir "
+        for pattern in expect + [rf"python -m snc\.shifts download {name} --data-dir "
                                  rf"{tmp_path}"]:
             assert re.search(pattern, text), (pattern, text)
     with pytest.raises(FileNotFoundError, match=r"not published for download.*generate"):
@@ -305,7 +305,7 @@ def test_download_verifies_resumes_and_unpacks_a_tar(tmp_path, monkeypatch, capl
     with_checksums_of(monkeypatch, "imagenet_r", urls=(truncated.as_uri(),),
                       checksums={"imagenet-r.tar": sha(archive)})
     with pytest.raises(ConfigError, match=r"imagenet-r\.tar from file://.*short\.tar has SHA256 "
-                                          r".*expected .*run `python -m snc\.data\.shifts "
+                                          r".*expected .*run `python -m snc\.shifts "
                                           r"download imagenet_r"):
         download(get_shift("imagenet_r"), data, progress=False)
     assert not list(data.glob("imagenet-r.tar*"))

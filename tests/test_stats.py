@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from snc.data.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
+from snc.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
 from snc.eval import stats
 from snc.eval.robustness import corruption_metrics, error_percent
 

@@ -190,8 +190,8 @@ def test_unknown_locations_list_the_valid_ones(runs):
 # ----------------------------------------------------------------------- the figure command
 def test_every_figure_writes_a_readable_png(runs):
     paths = [
-        main(["image_cn", f"run={runs['plain']}", "scale=1"]),
-        main(["image_sn", f"run={runs['sn_image']}", "index=[0,1,2]", "scale=1"]),
+        main(["image_cn", f"run_dir={runs['plain']}", "scale=1"]),
+        main(["image_sn", f"run_dir={runs['sn_image']}", "index=[0,1,2]", "scale=1"]),
         main(["cn_inversion", f"run={runs['plain']}", "styles=[1,2]", *FEW]),
         main(["sn_off_inversion", f"run={runs['sn']}", "index=[0,1]", *FEW]),
         main(["sn_off_inversion", f"run={runs['sn_image']}", "index=[0]", "locations=[image]",

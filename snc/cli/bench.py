@@ -50,8 +50,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from snc.augment.augmix import AugMix
 from snc.config import compose_config
-from snc.data.augmix import AugMix
 from snc.data.loader import ArrayLoader
 from snc.engine.loop import CompiledStep
 from snc.engine.precision import autocast_context
@@ -184,8 +184,8 @@ def time_shifts(variant: Variant, images, labels, n: int = 100, n224: int = 2) -
     import tempfile
     from pathlib import Path
 
-    from snc.data.corrupted import generate_cifar_style
-    from snc.data.corruptions import CBAR_CORRUPTIONS, corrupt
+    from snc.corruptions import CBAR_CORRUPTIONS, corrupt
+    from snc.corruptions.sets import generate_cifar_style
     from snc.data.datasets import ArrayCorruptedSets
     from snc.eval.robustness import evaluate_corruptions
 

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from snc.data.corruptions import ALL_CORRUPTIONS, CBAR_CORRUPTIONS, corrupt
-from snc.data.corruptions.cbar import CBAR_ALL
+from snc.corruptions import ALL_CORRUPTIONS, CBAR_CORRUPTIONS, corrupt
+from snc.corruptions.cbar import CBAR_ALL
 
 
 def _rate(images, name, severity, preset) -> float:

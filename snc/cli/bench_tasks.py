@@ -12,7 +12,7 @@ EMA update), i.e. what the engine runs per step.
 - ``fixmatch``: snc's device pipeline (the dataset resident on the device, batched weak/strong
   augmentation there, one concatenated forward) against the pipeline of the public FixMatch
   re-implementation (kekmodel/FixMatch-pytorch): per-sample PIL flip/crop/RandAugmentMC/Cutout
-  (the PIL reference ops of :mod:`snc.data.randaugment`) in DataLoader workers, a labeled and
+  (the PIL reference ops of :mod:`snc.augment.randaugment`) in DataLoader workers, a labeled and
   an unlabeled loader, ``interleave``/``de_interleave`` around the forward, fp32, the
   per-tensor ``state_dict`` EMA, SelfNorm (if any) with the official unfused ops. Prints
   steps/s and images/s of both.
@@ -231,7 +231,7 @@ class _FixMatchReferenceSet(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         from PIL import Image
 
-        from snc.data.randaugment import pil_randaugment_mc
+        from snc.augment.randaugment import pil_randaugment_mc
 
         k = int(self.indices[i])
         img, y = Image.fromarray(self.images[k]), int(self.labels[k])

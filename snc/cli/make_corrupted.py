@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from snc.data.corrupted import (
+from snc.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, PRESETS
+from snc.corruptions.cbar import CBAR_ALL
+from snc.corruptions.sets import (
     default_workers,
     generate_cifar_style,
     generate_imagenet_style,
 )
-from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, PRESETS
-from snc.data.corruptions.cbar import CBAR_ALL
 
 
 def load_arrays(source: str, data_dir: Path):

@@ -14,14 +14,32 @@ from typing import Dict, List, Optional
 
 from snc.config import CONFIG_DIR
 
+WRAPPED = 75  # a header line this long that ends mid-sentence goes on in the next one
+_NEW_PART = re.compile(r"^([A-Z][\w/ -]{0,20}: |python )")  # "Settings: ...", a command
+_SENTENCE_END = re.compile(r"(?<!Fig)(?<!Figs)(?<!Table)(?<!Eq)(?<!Sec)(?<!e\.g)(?<!i\.e)(?<!al)"
+                           r"(?<!vs)\.(?=\s|$)")
+
 
 def describe(path: Path) -> str:
-    """The preset's first explanatory header line (the one after ``# @package``/marker)."""
+    """The preset's title: its first header comment line (after ``# @package``), continued
+    over the next lines while a long line breaks off mid-sentence (the comment was wrapped)."""
+    words: List[str] = []
     for line in path.read_text().splitlines():
-        text = line.lstrip("# ").strip()
-        if line.startswith("#") and text and not text.startswith(("@package", "Written by")):
-            return text
-    return ""
+        if not line.startswith("#"):
+            break
+        text = line[1:].strip()
+        if not text or text.startswith(("@package", "Written by")) or (
+                words and _NEW_PART.match(text)):
+            if words:
+                break
+            continue
+        words.append(text)
+        wrapped = len(line) >= WRAPPED and not _SENTENCE_END.search(text)
+        if not wrapped:
+            break
+    title = " ".join(words)
+    match = _SENTENCE_END.search(title)
+    return title[:match.end()] if match and len(words) > 1 else title
 
 
 def group_of(name: str) -> str:
@@ -37,8 +55,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if path.stem.startswith(prefix) or group_of(path.stem) == prefix:
             groups[group_of(path.stem)].append(path)
     if not groups:
-        print(f"no preset matches {prefix!r}", file=sys.stderr)
-        return 1
+        known = sorted({group_of(p.stem) for p in (CONFIG_DIR / "experiment").glob("*.yaml")})
+        print(f"snc: error: no preset matches {prefix!r}; give a table or figure ("
+              f"{', '.join(g for g in known if g != 'demos and others')}) or a name prefix, "
+              "or nothing to list them all", file=sys.stderr)
+        return 2
 
     def key(g: str):
         m = re.match(r"(table|fig)(\d+)", g)

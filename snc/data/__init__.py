@@ -1,2 +1,4 @@
-"""Datasets: CIFAR, the published corrupted layouts, the offline synthetic set, the corruption
-generator."""
+"""Datasets and loaders: CIFAR, ImageNet, npz arrays, the offline synthetic set, segmentation
+and text corpora, the dataset registry and downloads with checksums. The corruption generator
+and corrupted-set layouts are :mod:`snc.corruptions`, the published shift sets
+:mod:`snc.shifts`, the device augmentations :mod:`snc.augment`."""

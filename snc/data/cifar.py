@@ -15,6 +15,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from snc.atomic import new_folders
 from snc.data.checksums import file_digest
 
 Arrays = Tuple[np.ndarray, np.ndarray]
@@ -99,7 +100,8 @@ def load_cifar(name: str, data_dir: Path, download: bool = True, verify: bool = 
         from torchvision.datasets.utils import download_and_extract_archive
 
         try:
-            download_and_extract_archive(url, str(root), filename=archive, md5=md5)
+            with new_folders(root):  # no empty folder is left when the download fails
+                download_and_extract_archive(url, str(root), filename=archive, md5=md5)
         except Exception as err:  # no network, proxy, checksum...
             raise FileNotFoundError(
                 f"{name} is not in {folder} and the download failed ({err}). Fetch {url} "

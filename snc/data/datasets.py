@@ -22,11 +22,18 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
+from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from snc.atomic import read_marker, write_marker
-from snc.data.augmix import AugMix
-from snc.data.checksums import array_digest, folder_digest
-from snc.data.corrupted import (
+from snc.augment.augmix import AugMix
+from snc.corruptions import (
+    ALL_CORRUPTIONS,
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    GENERATOR_VERSION,
+)
+from snc.corruptions.sets import (
     default_workers,
     generate_cifar_style,
     imagenet_c_dir,
@@ -36,12 +43,7 @@ from snc.data.corrupted import (
     severity_rows,
     sha256_file,
 )
-from snc.data.corruptions import (
-    ALL_CORRUPTIONS,
-    CORRUPTIONS,
-    EXTRA_CORRUPTIONS,
-    GENERATOR_VERSION,
-)
+from snc.data.checksums import array_digest, folder_digest
 from snc.data.loader import ArrayLoader
 from snc.errors import ConfigError
 
@@ -193,12 +195,36 @@ def list_datasets() -> Tuple[str, ...]:
     return tuple(sorted(_DATASETS))
 
 
-def get_source(cfg, data_dir: Path) -> Source:
-    """The :class:`Source` of ``cfg.dataset``; unknown names fail with the known ones."""
+def get_source(cfg, data_dir: Path, fetch: bool = True) -> Source:
+    """The :class:`Source` of ``cfg.dataset``; unknown names fail with the known ones. With
+    ``fetch=False`` nothing is downloaded, whatever ``dataset.download`` says: a missing
+    dataset fails naming how to get it."""
     name = cfg.dataset.name
     if name not in _DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())}")
-    return _DATASETS[name](cfg, data_dir)
+    return _DATASETS[name](cfg if fetch else without_download(cfg), data_dir)
+
+
+def without_download(cfg):
+    """``cfg`` with ``dataset.download=false`` (the original is left as it is)."""
+    if not cfg.dataset.get("download", False):
+        return cfg
+    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    copy.dataset.download = False
+    return copy
+
+
+def fetch_data(cfg, data_dir: Path) -> Source:
+    """The explicit download step of a run (``dataset.download=true``): the clean set and its
+    published corrupted set are fetched when missing (under torchrun by one process, the others
+    find its files). Returns the source; :func:`data_identity` then only reads."""
+    from snc.distributed import main_process_first
+
+    with main_process_first():
+        source = get_source(cfg, data_dir)
+        if corrupted_mode(cfg) == "published" and source.layout == "array":
+            _download_published(cfg, corrupted_root(cfg, source))
+    return source
 
 
 @register_dataset("cifar10")
@@ -227,6 +253,14 @@ def _synthetic(cfg, data_dir: Path) -> Source:
 
 @register_dataset("npz")
 def _npz(cfg, data_dir: Path) -> Source:
+    try:
+        given = cfg.dataset.get("path")
+    except MissingMandatoryValue:  # path: ??? in configs/dataset/npz.yaml
+        given = None
+    if not given:
+        raise ConfigError("dataset.path is required for dataset=npz: give an .npz with "
+                          "train_images, train_labels, test_images, test_labels (uint8 (N, H, W, "
+                          "3) images), e.g. dataset.path=data/my_images.npz")
     path = Path(cfg.dataset.path)
     if not path.exists():
         raise FileNotFoundError(
@@ -550,7 +584,7 @@ class _FolderLayout:
         return len(self.train_set.classes)
 
     def generate(self, root: Path, names, progress: bool) -> None:
-        from snc.data.corrupted import generate_imagenet_style
+        from snc.corruptions.sets import generate_imagenet_style
 
         d = self.cfg.dataset
         generate_imagenet_style(self.source.test, root, corruptions=names,
@@ -587,11 +621,7 @@ def data_identity(cfg, source: Source) -> Dict[str, object]:
     if mode == "generate":
         identity["corrupted"] = {"generated_from": source.digest("test"),
                                  "generator_version": GENERATOR_VERSION}
-    elif source.layout == "array":
-        from snc.distributed import main_process_first
-
-        with main_process_first():  # under torchrun one process downloads
-            _download_published(cfg, root)
+    elif source.layout == "array":  # fetched before, by fetch_data (nothing downloads here)
         identity["corrupted"] = verify_published(root, names, cfg.dataset.name)
     else:
         identity["corrupted"] = folder_identity(root, names)

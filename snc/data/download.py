@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from snc.atomic import new_folders
 from snc.data.checksums import file_digest
 
 log = logging.getLogger("snc")
@@ -146,9 +147,9 @@ def ensure_archive(archive: Path, url: str, md5: Optional[str], *, download: boo
     if not archive.exists():
         if not download:
             raise ConfigError(missing)
-        archive.parent.mkdir(parents=True, exist_ok=True)
         try:
-            download_resumable(url, archive, md5)
+            with new_folders(archive.parent):
+                download_resumable(url, archive, md5)
         except ValueError as err:
             raise ConfigError(str(err)) from None
     check_archive(archive, md5)
@@ -199,7 +200,6 @@ def download_cifar_c(name: str, root: Path, *, url: Optional[str] = None,
         raise ValueError(f"unknown CIFAR-C set {name!r}; choose cifar10 or cifar100")
     default_url, default_md5, folder = CIFAR_C[name]
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     out = root / folder
     checks = CIFAR_C_FILE_MD5[name] if file_md5 is None else file_md5
     try:
@@ -207,8 +207,9 @@ def download_cifar_c(name: str, root: Path, *, url: Optional[str] = None,
         return out  # already complete
     except ValueError:
         pass
-    archive = download_resumable(url or default_url, root / f"{folder}.tar", md5 or default_md5,
-                                 progress=progress)
+    with new_folders(root):
+        archive = download_resumable(url or default_url, root / f"{folder}.tar",
+                                     md5 or default_md5, progress=progress)
     _safe_extract(archive, root)
     verify_files(out, checks)
     if not keep_archive:

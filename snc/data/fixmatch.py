@@ -1,7 +1,7 @@
 """FixMatch data: the labeled split and the infinite, resumable stream of training batches.
 
 Reference: kekmodel/FixMatch-pytorch @040be3b (``dataset/cifar.py``: ``x_u_split``,
-``TransformFixMatch``; ``train.py``: the two loaders), reference/wave2.md §1.3.
+``TransformFixMatch``; ``train.py``: the two loaders).
 
 - Labeled subset: NumPy's legacy RNG seeded with ``seed`` right before the draw; per class
   ``c = 0 .. C-1`` in order, ``labels / C`` indices drawn **without replacement** from that
@@ -14,7 +14,7 @@ Reference: kekmodel/FixMatch-pytorch @040be3b (``dataset/cifar.py``: ``x_u_split
   batch of each pass; the draws have the same distribution up to those boundary effects.
 
 The images live on the training device as uint8 once; augmentations run on whole batches
-(:mod:`snc.data.randaugment`), all draws from seeded CPU generators.
+(:mod:`snc.augment.randaugment`), all draws from seeded CPU generators.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from snc.atomic import atomic_open
-from snc.data.augmix import normalize
-from snc.data.randaugment import RandAugmentMC, weak_augment
+from snc.augment.augmix import normalize
+from snc.augment.randaugment import RandAugmentMC, weak_augment
 from snc.errors import ConfigError
 
 STRONG = ("randaugment", "weak")

@@ -25,7 +25,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 
-from snc.data.augmix import AugMix
+from snc.augment.augmix import AugMix
 from snc.data.loader import model_inputs
 
 TRAIN_DIRS = ("train",)

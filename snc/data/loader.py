@@ -16,7 +16,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from snc.data.augmix import AugMix, normalize
+from snc.augment.augmix import AugMix, normalize
 
 Inputs = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 Batch = Tuple[Inputs, torch.Tensor]

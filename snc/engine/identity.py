@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 # Settings that do not change what is computed: left out of the run identity.
 NON_IDENTITY_KEYS = ("device", "logger", "paths", "resume", "progress", "run_name", "tags",
                      "group", "log_every", "hydra", "evaluate_corruptions", "evaluate",
-                     "verbose", "wait_for_lock")
+                     "verbose", "wait_for_lock", "compile_mode")
 
 
 def config_hash(cfg: DictConfig, extra: Optional[Dict[str, Any]] = None,

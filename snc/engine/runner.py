@@ -33,7 +33,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from snc import console
-from snc.config import unit_options
 from snc.distributed import DistInfo, barrier, cleanup, init_distributed, prepare_batch_norm
 from snc.engine.checkpoint import (
     load_checkpoint,
@@ -49,9 +48,10 @@ from snc.engine.optim import OPTIMIZERS, base_learning_rate, build_optimizer
 from snc.engine.precision import check_amp
 from snc.engine.schedule import SCHEDULES, build_scheduler
 from snc.errors import ConfigError
-from snc.models import count_parameters, count_units
 from snc.tasks import RunContext, Task, get_task
 from snc.tracking import LocalTracker, Trackers, WandbTracker, write_json
+from snc.tracking.sync import sync_run, tracker_group, tracker_tags
+from snc.tracking.wandb import run_record
 
 log = logging.getLogger("snc")
 
@@ -102,20 +102,16 @@ def validate(cfg: DictConfig) -> Task:
     keys = ["batch_size", "eval_batch_size"] + (["epochs"] if cfg.get("max_steps") is None
                                                  else ["max_steps", "eval_every_steps"])
     for key in keys:
-        if int(cfg[key]) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
+        value = cfg[key]
+        if isinstance(value, bool) or not str(value).lstrip("+").isdigit() or int(value) < 1:
+            raise ConfigError(f"{key} takes a whole number >= 1; got {value!r}")
     if cfg.optimizer.get("name", "sgd") not in OPTIMIZERS:
         raise ConfigError(f"optimizer.name={cfg.optimizer.name!r}; choose one of "
                           f"{', '.join(OPTIMIZERS)}")
     if cfg.schedule.name not in SCHEDULES:
         raise ConfigError(f"schedule.name={cfg.schedule.name!r}; choose one of "
                           f"{', '.join(SCHEDULES)}")
-    unit_options(cfg)
-    augment = (cfg.get("augment") or {}).get("name", "none")
-    if augment != "none" and cfg.task.name != "classify":
-        raise ConfigError(f"augment={augment} is a classification baseline (Table 1); "
-                          f"task={cfg.task.name} has its own augmentation: use augment=none")
-    return get_task(cfg.task.name)(cfg)
+    return get_task(cfg.task.name)(cfg)  # the task checks its own options
 
 
 def run(cfg: DictConfig) -> Dict[str, Any]:
@@ -133,6 +129,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     check_compile(cfg, device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
+    task.fetch()  # the explicit download step; identity() below only reads
     identity = dict(task.identity(), world_size=info.world)
     run_dir = run_dir_for(cfg, task.run_name(), identity)
     if cfg.resume is False and _holds_a_run(run_dir):
@@ -201,6 +198,12 @@ def _finished(run_dir: Path, task: Task) -> Optional[Dict[str, Any]]:
     results = json.loads(path.read_text())
     log.info("[snc] finished run: %s (its results.json is returned; another output_dir or "
              "run_name trains again)", run_dir)
+    wb = task.cfg.logger.get("wandb")
+    if (wb is not None and wb.get("enabled", False) and not run_record(run_dir)
+            and not (run_dir / "wandb").exists()):  # trained with logger=none: log it now
+        log.info("[snc] the finished run has no W&B run: logging its files to W&B")
+        sync_run(run_dir, project=wb.get("project"), entity=wb.get("entity"),
+                 mode=wb.get("mode", "offline"))
     print(f"[snc] {results['dataset']} {results['backbone']} {results['method']}: "
           f"{task.summary(results)}", flush=True)
     console.record(results)
@@ -271,28 +274,18 @@ def _periods(cfg: DictConfig, steps_per_epoch: int) -> Tuple[int, Optional[int],
     return math.ceil(int(max_steps) / every), every, int(max_steps)
 
 
-def _meta(cfg: DictConfig, task: Task, model: torch.nn.Module, run_dir: Path,
-          device: torch.device) -> Dict[str, Any]:
-    """The run's description in ``results.json`` (the task adds ``task.info``)."""
-    _, cn, placement = unit_options(cfg)
-    units = count_units(model)
+def run_meta(cfg: DictConfig, task: Task, model: torch.nn.Module, run_dir: Path,
+             device: torch.device) -> Dict[str, Any]:
+    """The run's description in ``results.json``: what every run has, then the task's own
+    (``task.describe(model)``, ``task.info``)."""
     return {
         "task": task.name, "dataset": cfg.dataset.name, "backbone": cfg.backbone.name,
-        "method": task.method(), "position": placement.name or "default",
-        "crop": cn.crop if cn is not None else None, "seed": int(cfg.seed),
+        "method": task.method(), "seed": int(cfg.seed),
         "epochs": int(cfg.epochs), "max_steps": cfg.get("max_steps"),
-        "experiment": cfg.get("experiment_name"), "num_params": count_parameters(model),
-        "sn_units": units["sn"], "cn_units": units["cn"], "se_units": units["se"],
-        "run_dir": str(run_dir), "device": str(device), "ibn": cfg.ibn.name,
-        "cn_active_num": cn.active_num if cn is not None else None,
-        "cn_prob": cn.prob if cn is not None else None,
-        "paper_cells": (OmegaConf.to_container(cfg.paper.cells, resolve=True)
-                        if cfg.get("paper") and cfg.paper.get("cells") else []),
-        # the official run script's (active_num, prob): the report says whether a grid's
-        # chosen setting is it
-        "paper_official": (OmegaConf.to_container(cfg.paper.official, resolve=True)
-                           if cfg.get("paper") and cfg.paper.get("official") else None),
-        **task.info,
+        "experiment": cfg.get("experiment_name"),
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "run_dir": str(run_dir), "device": str(device),
+        **task.describe(model), **task.info,
     }
 
 
@@ -490,15 +483,10 @@ def _build_run(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
 def _start_trackers(r: _Run, meta: Dict[str, Any]) -> Trackers:
     cfg = r.cfg
     trackers = _trackers(cfg, r.run_dir) if r.info.is_main else Trackers([])
-    group = (cfg.get("group") or cfg.get("experiment_name")
-             or f"{cfg.dataset.name}-{cfg.backbone.name}")
+    config = OmegaConf.to_container(cfg, resolve=True)
     r.tracker_ids = trackers.start(
-        OmegaConf.to_container(cfg, resolve=True), name=r.run_dir.name, group=group,
-        job_type=meta["method"], tags=list(cfg.get("tags") or []) + [
-            cfg.dataset.name, cfg.backbone.name, meta["method"], meta["position"]]
-        + ([f"crop={meta['crop']}"] if meta["crop"] else [])
-        + ([cfg.experiment_name] if cfg.get("experiment_name") else []),
-        resume_ids=r.tracker_ids)
+        config, name=r.run_dir.name, group=tracker_group(meta, config),
+        job_type=meta["method"], tags=tracker_tags(meta, config), resume_ids=r.tracker_ids)
     return trackers
 
 
@@ -513,7 +501,7 @@ def _execute(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
     log.info(console.run_line(run_dir, _resume_point(run_dir)))
     r = _build_run(cfg, task, device, run_dir, info, progress)
     r.resume()
-    meta = _meta(cfg, task, r.model, run_dir, device)
+    meta = run_meta(cfg, task, r.model, run_dir, device)
     # runs that differ only by seed share a setting_hash (the report pools them as seeds)
     meta["setting_hash"] = config_hash(cfg, identity, drop=("seed",))
     meta["sweep"] = _sweep_choice()

@@ -20,7 +20,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import numpy as np
 import torch
 
-from snc.data.corruptions import CORRUPTIONS
+from snc.corruptions import CORRUPTIONS
 from snc.distributed import all_reduce_sum
 from snc.engine.precision import autocast_context
 

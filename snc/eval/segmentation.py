@@ -40,8 +40,11 @@ EPS = 1e-10
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_CLASSES,
                      ignore: int = IGNORE) -> torch.Tensor:
-    """``(K, K)`` int64 counts, rows = ground truth, columns = prediction, over pixels whose
-    label is not ``ignore``. ``pred``, ``target``: integer tensors of one shape."""
+    """``(K, K + 1)`` int64 counts over pixels whose label is not ``ignore``: rows = ground
+    truth, columns = prediction, and a last column for predictions outside ``0..K-1`` (a value
+    such as 255 in a saved prediction map). Those pixels are misses of their true class and a
+    false positive of none, as semseg's ``intersectionAndUnion`` counts them (its histogram of
+    predictions has no bin for them). ``pred``, ``target``: integer tensors of one shape."""
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(target.shape)} differ")
     target = target.reshape(-1).long()
@@ -50,22 +53,25 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int 
     target, pred = target[valid], pred[valid]
     if target.numel() and (target.min() < 0 or target.max() >= num_classes):
         raise ValueError(f"labels must be in 0..{num_classes - 1} or {ignore}")
-    idx = target * num_classes + pred.clamp(0, num_classes - 1)
-    return torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    outside = (pred < 0) | (pred >= num_classes)
+    idx = target * (num_classes + 1) + torch.where(outside, num_classes, pred)
+    return torch.bincount(idx, minlength=num_classes * (num_classes + 1)).reshape(
+        num_classes, num_classes + 1)
 
 
 def reduce_confusion(cm: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Sums a confusion matrix over ranks (identity in a single process)."""
-    k = cm.shape[0]
     total = all_reduce_sum(cm.reshape(-1).tolist(), device)
-    return torch.tensor(total, dtype=torch.long).reshape(k, k)
+    return torch.tensor(total, dtype=torch.long).reshape(cm.shape)
 
 
 def scores(cm: torch.Tensor) -> Dict[str, object]:
-    """``{"miou", "macc", "acc", "iou": [K]}`` in percent from a confusion matrix."""
+    """``{"miou", "macc", "acc", "iou": [K]}`` in percent from a ``(K, K)`` confusion matrix or
+    the ``(K, K + 1)`` one of :func:`confusion_matrix` (its last column: misses only)."""
     cm = cm.double()
-    inter = cm.diag()
-    gt, pred = cm.sum(1), cm.sum(0)
+    k = cm.shape[0]
+    inter = cm[:, :k].diag()
+    gt, pred = cm.sum(1), cm[:, :k].sum(0)
     union = gt + pred - inter
     iou = inter / (union + EPS)
     acc_k = inter / (gt + EPS)
@@ -184,7 +190,7 @@ def evaluate_segmentation(
         raise ValueError(f"unknown protocol {protocol!r}; choose center or sliding")
     was_training = model.training
     model.eval()
-    cm = torch.zeros((num_classes, num_classes), dtype=torch.long, device=device)
+    cm = torch.zeros((num_classes, num_classes + 1), dtype=torch.long, device=device)
     n = 0
     start = time.perf_counter()
     try:

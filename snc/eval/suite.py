@@ -10,7 +10,7 @@ all of ``python -m snc.evaluate``.
   the published CIFAR-10-C-bar / ImageNet-C-bar where the dataset has one and
   ``dataset.corrupted=published``, else generated from the test images.
 
-Every other name is an entry of :mod:`snc.data.shifts` (``cifar10_1``, ``imagenet_r``, ...).
+Every other name is an entry of :mod:`snc.shifts` (``cifar10_1``, ``imagenet_r``, ...).
 Each shift gives one block of ``results["shifts"]``; with ``evaluate.bootstrap > 0`` every error
 and mCE carries a 95 % bootstrap interval over test images (:mod:`snc.eval.stats`; for an mCE
 the clean test indices are resampled once per replicate and used in every corrupted copy).
@@ -57,9 +57,17 @@ def own_names(dataset: str) -> Tuple[str, str]:
     return PUBLISHED_GRIDS.get(dataset, (f"{dataset}_c", f"{dataset}_c_bar"))
 
 
+def shift_list(value: Any) -> List[str]:
+    """``evaluate.shifts`` as a list of names: one name given without brackets
+    (``shifts=corrupted_bar``) is that one shift, not its letters."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
 def _settings(cfg) -> Dict[str, Any]:
     e = cfg.get("evaluate") or {}
-    return {"shifts": list(e.get("shifts", [OWN]) or []),
+    return {"shifts": shift_list(e.get("shifts", [OWN])),
             "download": bool(e.get("download", False)),
             "bootstrap": int(e.get("bootstrap", 1000) or 0),
             "bootstrap_seed": int(e.get("bootstrap_seed", 0)),
@@ -73,7 +81,7 @@ class _Planned:
     name: str                 # block name in results["shifts"]
     kind: str                 # corruptions | single
     title: str
-    registry: Optional[str] = None   # the snc.data.shifts entry (None: generated from the data)
+    registry: Optional[str] = None   # the snc.shifts entry (None: generated from the data)
     mode: str = "published"          # published | generate (corruption grids)
     corruptions: Tuple[str, ...] = ()
     sets: Any = None                 # CorruptedSets once prepared
@@ -109,7 +117,7 @@ class ShiftSuite:
             if name == own:
                 self.planned.append(_Planned(own, "corruptions", _own_title(cfg)))
                 continue
-            from snc.data import shifts as registry
+            from snc import shifts as registry
 
             if name == own_bar and name not in registry.list_shifts():
                 self.planned.append(self._generated_bar(name))
@@ -147,7 +155,7 @@ class ShiftSuite:
                               f"generates at dataset.corruption_preset={preset}")
 
     def _generated_bar(self, name: str) -> _Planned:
-        from snc.data.corruptions import CBAR_CORRUPTIONS
+        from snc.corruptions import CBAR_CORRUPTIONS
 
         preset = self.cfg.dataset.get("corruption_preset", "cifar")
         if preset not in CBAR_CORRUPTIONS:
@@ -199,7 +207,7 @@ class ShiftSuite:
                 p.sets.prepare()
                 p.info["set"] = "generated"
                 continue
-            from snc.data import shifts as registry
+            from snc import shifts as registry
 
             shift = registry.get_shift(p.registry)
             root = self._locate(registry, shift, data_dir)
@@ -418,7 +426,7 @@ def _grid_kwargs(layout, shift, root: Path) -> Dict[str, Any]:
     """Loader arguments of a published grid; ImageNet-C-bar's severity folders (named 1..5 or
     by the severity value) as found on disk."""
     from snc.data.datasets import FolderCorruptedSets
-    from snc.data.shifts import severity_dir
+    from snc.shifts import severity_dir
 
     kw = layout.corrupted_kwargs()
     if shift.severities and issubclass(layout.sets, FolderCorruptedSets):

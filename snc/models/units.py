@@ -1,9 +1,10 @@
 """Which sites of a network get a CNSN unit, and what the unit holds.
 
 A backbone asks a :class:`UnitFactory` once per site, naming the site's position, channel count
-and stage; the factory returns a :class:`~snc.ops.CNSN` unit or None. Positions use the names of
-DESIGN.md (``identity``, ``pre_residual``, ``post_residual``, ``post_addition``; ``after_conv``,
-``after_norm``, ``after_act``; ``layer_input``, ``new_features``, ``bottleneck``; ``image``).
+and stage; the factory returns a :class:`~snc.ops.CNSN` unit or None. Positions are the paper's
+(appendix Figs. 8 and 9): ``identity``, ``pre_residual``, ``post_residual``, ``post_addition``;
+``after_conv``, ``after_norm``, ``after_act``; ``layer_input``, ``new_features``, ``bottleneck``;
+and ``image``.
 """
 
 from __future__ import annotations

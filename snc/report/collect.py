@@ -15,10 +15,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+log = logging.getLogger("snc")
 
 # The settings that tell two runs apart in a report (seed excluded: seeds are pooled). A run's
 # ``setting_hash`` (if the engine writes one: the config hash without the seed) is added too.
@@ -46,18 +49,38 @@ SELECT_ON = ("test", "validation")
 VALIDATION_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 
 
+UNTRAINED = "(untrained)"
+
+
+def trained_or_loaded(results: Dict) -> bool:
+    """False for an evaluation (``snc.evaluate`` writes a ``weights`` key) that records no
+    weights: one of an untrained model made before ``weights=random`` had to be asked for."""
+    trained = "time/train_seconds" in results or "train/final_epoch_loss" in results
+    return trained or "weights" not in results or bool(results["weights"])
+
+
 class MissingValidation(ValueError):
     """``select_on="validation"`` for runs that evaluated no validation corruptions."""
 
 
 def find_results(paths: Iterable[Path]) -> List[Dict]:
-    """Every ``results.json`` under ``paths`` (files or folders), with ``run_dir`` set."""
+    """Every ``results.json`` under ``paths`` (files or folders), with ``run_dir`` set.
+
+    An evaluation (``snc.evaluate``) is listed only with its record of what was loaded
+    (``weights``); one of an untrained model (``weights=random``) is listed with
+    ``(untrained)`` after its method, so no row reads as a trained model that was not."""
     runs = []
     for path in paths:
         path = Path(path)
         files = [path] if path.is_file() else sorted(path.rglob("results.json"))
         for f in files:
             data = json.loads(f.read_text())
+            if not trained_or_loaded(data):
+                log.warning("%s: an evaluation with no record of the weights it loaded is left "
+                            "out; evaluate again with run_dir=, checkpoint= or weights=", f)
+                continue
+            if data.get("untrained") and not str(data.get("method", "")).endswith(UNTRAINED):
+                data["method"] = f"{data.get('method', '?')} {UNTRAINED}"
             data.setdefault("run_dir", str(f.parent))
             if "setting_hash" not in data and (f.parent / "config.yaml").exists():
                 data["setting_hash"] = config_setting(f.parent / "config.yaml")

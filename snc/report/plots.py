@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
+from snc.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
 
 HATCH = "//"
 MARKED_LABEL = "hatched: synthetic data or generated corrupted set"

@@ -9,6 +9,7 @@ best/last bookkeeping, ``results.json`` and the summary line — belongs to :mod
 The engine calls, in this order::
 
     task = TaskClass(cfg)               # validate options; no file is written, nothing is built
+    task.fetch()                        # download missing inputs (dataset.download=true)
     task.identity()                     # load + check the inputs; their digests join the run hash
     task.run_name()                     # readable part of the run directory's name
     task.setup(ctx)                     # build data (self.train: the training batches) + model
@@ -89,7 +90,11 @@ class Task:
     monitor: ClassVar[Optional[Tuple[str, str]]] = None
 
     def __init__(self, cfg) -> None:
+        from snc.config import unit_options
+
         self.cfg = cfg
+        unit_options(cfg)  # the SN/CN/position options, checked before anything is built
+        self.check_augment()
         self.model: Optional[nn.Module] = None
         self.train: Any = None
         self.info: Dict[str, Any] = {}
@@ -98,6 +103,12 @@ class Task:
     def run_name(self) -> str:
         """Readable part of the run directory name (the engine appends seed and a hash)."""
         raise NotImplementedError
+
+    def fetch(self) -> None:
+        """Downloads the inputs that are missing and may be downloaded (``dataset.download``):
+        the explicit fetch step of a launch, before :meth:`identity`, which only reads. Under
+        torchrun every process calls it; one downloads while the others wait. Default:
+        nothing to fetch."""
 
     def identity(self) -> Dict[str, Any]:
         """What the results depend on besides the config — digests of the data actually used
@@ -109,6 +120,46 @@ class Task:
     def method(self) -> str:
         """Short method label (W&B ``job_type``): e.g. ``basic``, ``sn``, ``cn``, ``sncn``."""
         return "basic"
+
+    augments: ClassVar[bool] = False
+    """Whether the task applies the ``augment`` option (the Table 1 baselines); a task that
+    does not refuses ``augment != none`` when it is built."""
+
+    def check_augment(self) -> None:
+        augment = (self.cfg.get("augment") or {}).get("name", "none")
+        if augment != "none" and not self.augments:
+            raise ConfigError(f"augment={augment} is a classification baseline (Table 1); "
+                              f"task={self.cfg.task.name} has its own augmentation: use "
+                              "augment=none")
+
+    def describe(self, model: nn.Module) -> Dict[str, Any]:
+        """The run's description beyond what the engine knows (task, dataset, backbone, seed,
+        length, device, parameters): merged into ``results.json``, the run header and the W&B
+        tags. Default: the paper's units (position, crop, SN/CN/SE counts, the CN controller's
+        ``active_num`` and ``prob``, IBN) and the preset's published cells."""
+        from omegaconf import OmegaConf
+
+        from snc.config import unit_options
+        from snc.models import count_units
+
+        cfg = self.cfg
+        _, cn, placement = unit_options(cfg)
+        units = count_units(model)
+        paper = cfg.get("paper") or {}
+        return {
+            "position": placement.name or "default",
+            "crop": cn.crop if cn is not None else None,
+            "sn_units": units["sn"], "cn_units": units["cn"], "se_units": units["se"],
+            "ibn": cfg.ibn.name,
+            "cn_active_num": cn.active_num if cn is not None else None,
+            "cn_prob": cn.prob if cn is not None else None,
+            "paper_cells": (OmegaConf.to_container(paper.cells, resolve=True)
+                            if paper.get("cells") else []),
+            # the official run script's (active_num, prob): the report says whether a grid's
+            # chosen setting is it
+            "paper_official": (OmegaConf.to_container(paper.official, resolve=True)
+                               if paper.get("official") else None),
+        }
 
     # ----- building --------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:

@@ -8,7 +8,7 @@ The example to read before writing a task of your own. The recipe:
    corrupted test sets (published or generated once); ``build_network`` builds the backbone
    with its SN/CN units from the typed unit options.
 3. **Training step**: the ``augment`` option (a Table 1 baseline: cutout, mixup, cutmix,
-   autoaugment, adversarial; :mod:`snc.data.augment`) transforms the batch; then the
+   autoaugment, adversarial; :mod:`snc.augment.baselines`) transforms the batch; then the
    objective (``ce``, ``cn``, ``consistency``, ``augmix``) turns a batch
    into a loss; the CN controller decides per step whether CN acts.
 4. **Evaluation**: clean top-1 (and top-5) error counted over every sample; at the end every
@@ -25,9 +25,17 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from snc.augment.baselines import BatchAugment, check_options
 from snc.config import unit_options
-from snc.data.augment import BatchAugment, check_options
-from snc.data.datasets import Data, Source, build_data, check_source, data_identity, get_source
+from snc.data.datasets import (
+    Data,
+    Source,
+    build_data,
+    check_source,
+    data_identity,
+    fetch_data,
+    get_source,
+)
 from snc.errors import ConfigError
 from snc.eval.robustness import clean_error
 from snc.eval.suite import ShiftSuite
@@ -100,6 +108,8 @@ def build_network(cfg: DictConfig, num_classes: int, pretrained: bool = True
 class Classify(Task):
     """Clean error and mCE of a classifier trained with SN/CN (and AugMix, consistency)."""
 
+    augments = True  # the Table 1 baselines (augment=cutout|mixup|...)
+
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
         if cfg.ibn.name != "none" and not cfg.backbone.get("supports_ibn", False):
@@ -157,9 +167,15 @@ class Classify(Task):
         return method_name(self.cfg)
 
     def identity(self) -> Dict[str, Any]:
-        self.source = get_source(self.cfg, Path(self.cfg.paths.data_dir))
+        if self.source is None:  # not fetched: read what is there, download nothing
+            self.source = get_source(self.cfg, Path(self.cfg.paths.data_dir), fetch=False)
         check_source(self.cfg, self.source)
         return data_identity(self.cfg, self.source)
+
+    def fetch(self) -> None:
+        """Downloads the clean set and its published corrupted set when missing
+        (``dataset.download``), before :meth:`identity` reads them."""
+        self.source = fetch_data(self.cfg, Path(self.cfg.paths.data_dir))
 
     def setup(self, ctx: RunContext) -> None:
         data = build_data(self.cfg, ctx.device, progress=ctx.progress, rank=ctx.rank,

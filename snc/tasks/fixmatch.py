@@ -1,8 +1,8 @@
 """FixMatch with CrossNorm: semi-supervised CIFAR-10 (paper Fig. 4).
 
 Sohn et al., "FixMatch", NeurIPS 2020, as re-implemented in kekmodel/FixMatch-pytorch @040be3b
-(the code the CrossNorm authors built on; reference/wave2.md §1), with CrossNorm units in the
-network. The recipe, top to bottom:
+(``train.py``; the code the CrossNorm authors built on), with CrossNorm units in the network.
+The recipe, top to bottom:
 
 1. data: ``task.labels`` labeled images drawn per class with NumPy's legacy RNG seeded with
    ``task.label_seed`` (saved to ``<run_dir>/labeled_indices.json``); all training images are
@@ -18,7 +18,7 @@ network. The recipe, top to bottom:
 4. after each optimizer step an EMA of the parameters (decay 0.999; buffers copied from the
    live model) is updated; every periodic evaluation and the final one use the EMA model.
 
-CrossNorm inside the single forward (``task.cn_apply_to``; reference/wave2.md §1.5):
+CrossNorm inside the single forward (``task.cn_apply_to``; the paper, Sec. 4.1, leaves it open):
 
 - ``all``: the whole 960-row batch; partners and content may be any rows, so labeled, weak and
   strong views exchange statistics.
@@ -343,8 +343,8 @@ class FixMatchTask(Task):
 
     def _corrupted_sets(self, source, common, ctx: RunContext):
         """The corrupted test sets as ``snc.data.datasets.build_data`` makes them, or None."""
-        from snc.data.corrupted import default_workers, generate_cifar_style
-        from snc.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
+        from snc.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
+        from snc.corruptions.sets import default_workers, generate_cifar_style
         from snc.data.datasets import CORRUPTED_MODES, ArrayCorruptedSets, corrupted_root
         from snc.data.loader import ArrayLoader
 

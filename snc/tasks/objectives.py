@@ -22,7 +22,7 @@ so most of them hold one view and the running statistics come from the first, cl
 (:func:`snc.distributed.forward_views` declares the 3 views; :mod:`snc.distributed`).
 
 Mixed labels (``augment=mixup|cutmix``): the labels of a batch may be
-:class:`snc.data.augment.MixedLabels` ``(a, b, lam)``; every CE term of ``ce``, ``cn`` and
+:class:`snc.augment.baselines.MixedLabels` ``(a, b, lam)``; every CE term of ``ce``, ``cn`` and
 ``consistency`` is then ``lam * CE(a) + (1 - lam) * CE(b)`` (the Mixup / CutMix references'
 loss, equal to CE against their soft targets) via :func:`cross_entropy`; the JSD terms need no
 labels. ``augmix`` refuses any ``augment`` option (see :func:`resolve_objective`).
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from snc.data.augment import MixedLabels
+from snc.augment.baselines import MixedLabels
 from snc.distributed import forward_views
 from snc.errors import ConfigError
 from snc.ops import CrossNormController
@@ -189,7 +189,7 @@ def resolve_objective(name: str, *, cn_enabled: bool, augmix_enabled: bool,
     """``auto`` picks as the official scripts do: augmix if AugMix is on, cn if CN is on, else
     ce. Explicit names are checked against the rest of the config.
 
-    ``augment`` (a Table 1 baseline, :mod:`snc.data.augment`) works with ``ce``, ``cn`` and
+    ``augment`` (a Table 1 baseline, :mod:`snc.augment.baselines`) works with ``ce``, ``cn`` and
     ``consistency``: it transforms the single-view batch the objective then uses (mixup/cutmix
     labels enter every CE term mixed). It is refused with AugMix (``augmix=on`` /
     ``objective=augmix``): AugMix builds its 3 views from the uint8 batch inside the loader,

@@ -1,6 +1,6 @@
 """Text task (paper Table 4): sentiment on IMDb (source) -> SST-2 (target), GloVe + TextCNN.
 
-Recipe (paper Sec. 4.3, the tutorial it follows: reference wave2.md Sec. 3):
+Recipe (paper Sec. 4.3, the tutorial it follows: bentrevett/pytorch-sentiment-analysis, notebook 4):
 
 1. Read IMDb train/test and the labelled 1,821-sentence SST-2 test split; split the 25k IMDb
    training reviews 17,500 / 7,500 (train / validation) with ``dataset.split_seed``.

@@ -1,6 +1,6 @@
 """Figures of the paper from a finished run: image-space CN/SN and feature inversions.
 
-    python -m snc.viz <figure> run=<run dir> [key=value ...]
+    python -m snc.viz <figure> run_dir=<run dir> [key=value ...]
 
 ``model``: the run's network with probes at every unit site and location names;
 ``inversion``: Mahendran-Vedaldi inversion with the paper's optimiser; ``image``: image-space

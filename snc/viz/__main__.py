@@ -1,4 +1,4 @@
-"""``python -m snc.viz <figure> run=<run dir> [key=value ...]``: the paper's figures as PNGs.
+"""``python -m snc.viz <figure> run_dir=<run dir> [key=value ...]``: the paper's figures as PNGs.
 
 Figures: image_cn (Fig. 1a, 13), image_sn (Fig. 1b), cn_inversion (Figs 5, 10),
 sn_off_inversion (Fig. 6), sn_accumulated (Fig. 7). Options are ``key=value`` words as in
@@ -20,7 +20,7 @@ from snc.errors import ConfigError
 FIGURES = ("image_cn", "image_sn", "cn_inversion", "sn_off_inversion", "sn_accumulated")
 
 COMMON = {
-    "run": None,          # a finished run directory (config.yaml + ckpt/last.pt)
+    "run_dir": None,      # a finished run directory (config.yaml + ckpt/last.pt); run= too
     "checkpoint": None,   # another checkpoint file for run's config, or with backbone=
     "backbone": None,     # instead of run: a backbone name (+ checkpoint, model overrides)
     "model": [],          # train.py overrides for backbone= (e.g. [sn=on,dataset=cifar10])
@@ -57,6 +57,10 @@ def parse(argv: Sequence[str]):
     if bad:
         raise ConfigError(f"options are key=value words; got {bad}")
     given = OmegaConf.to_container(OmegaConf.from_dotlist(words), resolve=True)
+    if "run" in given:  # the name snc.evaluate and train.py use is run_dir; run= still works
+        if "run_dir" in given:
+            raise ConfigError("give run_dir= (or its short form run=), not both")
+        given["run_dir"] = given.pop("run")
     valid = {**COMMON, **OPTIONS[figure]}
     unknown = sorted(set(given) - set(valid))
     if unknown:
@@ -72,16 +76,16 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _network(o: Dict[str, Any], run_key: str = "run"):
+def _network(o: Dict[str, Any], run_key: str = "run_dir"):
     from snc.viz.model import load_run, network_from_backbone
 
     if o.get(run_key):
-        return load_run(o[run_key], o["device"], o["checkpoint"] if run_key == "run" else None)
-    if run_key == "run" and o.get("backbone"):
+        return load_run(o[run_key], o["device"], o["checkpoint"] if run_key == "run_dir" else None)
+    if run_key == "run_dir" and o.get("backbone"):
         return network_from_backbone(o["backbone"], o["checkpoint"],
                                      overrides=list(o["model"] or []), device=o["device"])
     raise ConfigError(f"give {run_key}=<run dir> (a finished train.py run"
-                      + (", or backbone=<name> checkpoint=<file.pt>)" if run_key == "run"
+                      + (", or backbone=<name> checkpoint=<file.pt>)" if run_key == "run_dir"
                          else ", the plain model to compare with)"))
 
 
@@ -91,7 +95,8 @@ def _images(o: Dict[str, Any], net, split: str) -> np.ndarray:
     if o.get("images"):
         return load_images(str(o["images"]))
     if net is None or net.cfg is None:
-        raise ConfigError("give images=<file.npz or a.png,b.png> or run=<run dir> (its dataset)")
+        raise ConfigError("give images=<file.npz or a.png,b.png> or run_dir=<run dir> "
+                          "(its dataset)")
     from snc.data.datasets import load_arrays
 
     split = o.get("split") or split
@@ -123,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 
     figure, o = parse(list(sys.argv[1:] if argv is None else argv))
     if figure == "image_cn":
-        net = _network(o) if (o.get("run") or o.get("backbone")) else None
+        net = _network(o) if (o.get("run_dir") or o.get("backbone")) else None
         images = _images(o, net, "train")
         pairs = [tuple(int(i) for i in p) for p in o["pairs"]]
         if any(len(p) != 2 for p in pairs):

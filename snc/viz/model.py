@@ -270,7 +270,7 @@ def load_run(run_dir: Union[str, Path], device: Union[str, torch.device] = "cpu"
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ConfigError(f"run={run_dir} is not a directory: give a run directory of train.py "
+        raise ConfigError(f"run_dir={run_dir} is not a directory: give a run directory of train.py "
                           "(it holds config.yaml and ckpt/last.pt)")
     config = run_dir / "config.yaml"
     if not config.exists():

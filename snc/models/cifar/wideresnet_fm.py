@@ -1,7 +1,7 @@
 """WRN-28-2 exactly as the FixMatch re-implementation builds it, with CNSN sites.
 
 Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016, in the variant of
-kekmodel/FixMatch-pytorch @040be3b ``models/wideresnet.py`` (reference/wave2.md §1.2), the
+kekmodel/FixMatch-pytorch @040be3b ``models/wideresnet.py``, the
 network behind the CrossNorm paper's Fig. 4. It differs from :mod:`snc.models.cifar.wideresnet`
 (the AugMix/official CNSN WRN):
 

@@ -2,13 +2,13 @@
 
 Paper: Tang et al., ICCV 2021, Sec. 4.3 (Table 4): "GloVe + TextCNN", kernel sizes 3, 4, 5, SN
 and CN between the embedding and the convolutions. The network is the ``CNN`` class of
-bentrevett/pytorch-sentiment-analysis notebook 4 (reference wave2.md Sec. 3.2): embedding 100
+bentrevett/pytorch-sentiment-analysis notebook 4: embedding 100
 (trainable, pad row frozen by ``padding_idx``) -> three parallel convolutions with 100 filters
 of widths 3/4/5 over the tokens -> ReLU -> max over time -> concat 300 -> dropout 0.5 ->
 linear 300 -> 1 (one logit, BCE). The tutorial's ``Conv2d(1, 100, (fs, 100))`` over
 ``[N, 1, L, 100]`` equals the ``Conv1d(100, 100, fs)`` over ``[N, 100, L]`` used here (same
 parameter count, 2,620,801 with the 25,002-row vocabulary); the 1-D layout is what the units need
-(channel = embedding dimension, spatial = tokens; wave2.md Sec. 3.3).
+(channel = embedding dimension, spatial = tokens; the paper gives no code for text).
 
 Inputs shorter than the widest filter are padded to it (the tutorial pads only at inference, to
 5 tokens; a batch of short SST-2 sentences would otherwise fail).

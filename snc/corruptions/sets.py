@@ -23,8 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from snc.atomic import atomic_open
+from snc.corruptions import CORRUPTIONS, GENERATOR_VERSION, check_corruption, corrupt
 from snc.data.checksums import array_digest, file_digest, folder_digest
-from snc.data.corruptions import CORRUPTIONS, GENERATOR_VERSION, check_corruption, corrupt
 
 log = logging.getLogger("snc")
 MANIFEST = "manifest.json"
@@ -173,7 +173,7 @@ def generate_cifar_style(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out_dir)
-    settings = {"generated": True, "generator": "snc.data.corruptions", "preset": preset,
+    settings = {"generated": True, "generator": "snc.corruptions", "preset": preset,
                 "seed": int(seed), "num_images": int(len(images)), "source": source,
                 "image_shape": list(images.shape[1:]),
                 "generator_version": GENERATOR_VERSION,
@@ -328,7 +328,7 @@ def generate_imagenet_style(
         else:
             for job in jobs:
                 bar.update(_imagenet_job(job))
-    manifest = {"generated": True, "generator": "snc.data.corruptions", "preset": preset,
+    manifest = {"generated": True, "generator": "snc.corruptions", "preset": preset,
                 "seed": int(seed), "num_images": len(items), "source": str(source),
                 "generator_version": GENERATOR_VERSION,
                 "source_listing_sha256": folder_digest(Path(source)),

@@ -2,7 +2,7 @@
 parameters, and of the -C-bar corruptions at CIFAR-10-C-bar and ImageNet-C-bar parameters, for
 any uint8 image set.
 
-    from snc.data.corruptions import CORRUPTIONS, CBAR_CORRUPTIONS, corrupt
+    from snc.corruptions import CORRUPTIONS, CBAR_CORRUPTIONS, corrupt
     bad = corrupt(images, "fog", 3, preset="cifar", seed=0)   # (N, H, W, 3) uint8 in and out
     bar = corrupt(images, "blue_noise_sample", 3, preset="cifar", seed=0)   # -C-bar
 
@@ -21,9 +21,9 @@ from typing import Callable, Dict
 
 import numpy as np
 
-from snc.data.corruptions import functions as F
-from snc.data.corruptions.cbar import CBAR, CBAR_ALL, corrupt_bar, severity_value
-from snc.data.corruptions.params import PARAMS, PRESET_SIZES
+from snc.corruptions import functions as F
+from snc.corruptions.cbar import CBAR, CBAR_ALL, corrupt_bar, severity_value
+from snc.corruptions.params import PARAMS, PRESET_SIZES
 
 CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise",

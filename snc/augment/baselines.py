@@ -160,7 +160,7 @@ class CutMix:
 
 # ----- AutoAugment -----------------------------------------------------------------------------
 def to_uint8(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`snc.data.augmix.normalize`: exact for batches it produced (the float
+    """Inverse of :func:`snc.augment.augmix.normalize`: exact for batches it produced (the float
     error is far below half a grey level)."""
     return ((x.float() * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
 

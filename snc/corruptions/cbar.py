@@ -5,7 +5,7 @@ Fifteen distinct corruptions, ten per benchmark (five shared), re-implemented in
 from the behaviour of the original code (facebookresearch/augmentation-corruption @ ba4d5a5,
 ``imagenet_c_bar/``) as described in the project's reference (``shared/reference/cbar_vectors``):
 
-    from snc.data.corruptions.cbar import corrupt_bar
+    from snc.corruptions.cbar import corrupt_bar
     out = corrupt_bar(images, "ripple", 3, "cifar", rng=np.random.RandomState(0))
 
 With ``rng=np.random.RandomState(0)`` (the legacy stream the original draws from after
@@ -33,7 +33,7 @@ from typing import Callable, Dict, NamedTuple, Tuple
 import numpy as np
 from scipy import fftpack, ndimage
 
-from snc.data.corruptions.lines import line_aa
+from snc.corruptions.lines import line_aa
 
 # Benchmark -> corruption names, in the order of the original csv files.
 CBAR: Dict[str, Tuple[str, ...]] = {

@@ -3,7 +3,7 @@
 Sohn et al., "FixMatch", NeurIPS 2020; reference re-implementation kekmodel/FixMatch-pytorch
 @040be3b (``dataset/randaugment.py``: ``fixmatch_augment_pool``, ``RandAugmentMC``,
 ``CutoutAbs``; ``dataset/cifar.py``: ``TransformFixMatch``), the code the CrossNorm paper's
-Fig. 4 builds on (reference/wave2.md §1.3-1.4).
+Fig. 4 builds on (kekmodel/FixMatch-pytorch ``dataset/randaugment.py``, ``fixmatch_augment_pool``).
 
 - weak: horizontal flip (p=1/2), then a 32x32 random crop of the 4 px **reflect**-padded image.
 - strong: weak, then RandAugmentMC(n=2, m=10): per image two ops drawn with replacement from

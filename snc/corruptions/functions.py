@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from snc.data.corruptions.motion import motion_blur_kernel_apply
+from snc.corruptions.motion import motion_blur_kernel_apply
 
 FROST_DIR = Path(__file__).parent / "frost"
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")

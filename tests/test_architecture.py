@@ -1,0 +1,32 @@
+"""The rules of the house that imports can show: the engine knows no paper concept."""
+
+import ast
+from pathlib import Path
+
+SNC = Path(__file__).resolve().parents[1] / "snc"
+PAPER = ("snc.ops", "snc.models", "snc.data", "snc.config")
+
+
+def imports_of(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+
+
+def test_the_engine_imports_nothing_of_the_paper():
+    found = {f"{path.name}: {name}" for path in sorted((SNC / "engine").glob("*.py"))
+             for name in imports_of(path) if name.startswith(PAPER)}
+    assert found == set()
+
+
+def test_the_ops_import_only_torch_and_numpy():
+    for path in sorted((SNC / "ops").glob("*.py")):
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            assert top in ("torch", "numpy", "snc", "__future__", "math", "dataclasses",
+                           "typing", "contextlib", "functools", "itertools"), (path.name, name)
+            if top == "snc":
+                assert name.startswith("snc.ops"), (path.name, name)
