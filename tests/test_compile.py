@@ -234,6 +234,9 @@ def test_capture_is_refused_for_units_that_draw_on_the_host():
     ctrl = CrossNormController([MaskedCrossNorm()], active_num=1)
     with pytest.raises(ValueError, match="MaskedCrossNorm.*compile=false"):
         ctrl.enable_capture("cpu")
+    ctrl = CrossNormController([CrossNorm(crop="both", beta=3.0)], active_num=1)
+    with pytest.raises(ValueError, match="beta <= 2 only"):
+        ctrl.enable_capture("cpu")
 
 
 # ---------------------------------------------------------------- the compiled step

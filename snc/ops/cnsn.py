@@ -146,16 +146,29 @@ class CrossNormController:
             ValueError: naming the unit that has no capture form (a subclass with its own
                 forward, e.g. the masked text units), with the fallback.
         """
-        for unit in self.units:
-            if type(unit).forward is not CrossNorm.forward:
-                raise ValueError(
-                    f"{type(unit).__name__} (CrossNorm unit {unit.index}) draws on the host and "
-                    "cannot be captured; train it eagerly (compile=false)")
+        problem = self.capture_problem()
+        if problem is not None:
+            raise ValueError(problem)
         self.device = torch.device(device)
         self.device_generator = torch.Generator(device=self.device)
         self.device_generator.manual_seed(self.seed)
         self.capture = True
         self.plan = None
+
+    def capture_problem(self) -> Optional[str]:
+        """Why these units cannot draw on the device (None: they can): a subclass with its
+        own forward (e.g. the masked text units), or ``beta > 2``, where Johnk's method accepts
+        too few of the 128 box candidates (``1 / C(2 beta, beta)`` each) to keep the box
+        distribution."""
+        for unit in self.units:
+            if type(unit).forward is not CrossNorm.forward:
+                return (f"{type(unit).__name__} (CrossNorm unit {unit.index}) draws on the host "
+                        "and cannot be captured; train it eagerly (compile=false)")
+            if unit.options.beta > 2 and unit.options.crop != "neither":
+                return (f"cn.beta={unit.options.beta}: the device box sampler keeps the official "
+                        "distribution for beta <= 2 only; train eagerly (compile=false) or use "
+                        "cn.beta <= 2")
+        return None
 
     def _needs(self):
         channels = any(u.options.mode == "one_instance" or u.options.channel_shuffle

@@ -193,11 +193,13 @@ class Classify(Task):
         self.suite.prepare(data, data_dir=Path(self.cfg.paths.data_dir), progress=ctx.progress,
                            rank=ctx.rank)
         ctrl = self.model.cn_controller
-        if len(ctrl) and (self.cfg.get("compile", False) or ctx.device.type != "cpu"):
-            try:  # GPUs and compiled steps: CN draws on the device, applied as masks
+        if len(ctrl) and self.cfg.get("compile", False):
+            try:  # compiled steps: CN draws on the device, applied as masks
                 ctrl.enable_capture(ctx.device)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
+        elif len(ctrl) and ctx.device.type != "cpu" and ctrl.capture_problem() is None:
+            ctrl.enable_capture(ctx.device)  # GPUs: the same, eagerly (else the host draws)
         self.data, self.train, self.progress = data, data.train, ctx.progress
         self.run_dir, self.rank, self.world = ctx.run_dir, ctx.rank, ctx.world
         self.info = {"objective": self.objective, **data.info}
