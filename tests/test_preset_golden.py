@@ -20,6 +20,8 @@ does not run a Table 1 baseline: the batch goes to the objective untouched, as b
 with it and are pinned by ``tests/test_make_presets.py`` and ``tests/test_augment.py``.
 The ``official_*`` presets (run scripts without a paper cell) came later and are pinned by
 ``tests/test_make_presets.py`` and ``tests/test_ddp_fidelity.py`` instead.
+Then (issue 26, the compiled step): ``compile_mode: default`` (used only with compile=true,
+which no preset sets).
 """
 
 import copy
@@ -85,6 +87,7 @@ def migrate(old: dict, name: str = "") -> dict:
     new["optimizer"]["name"] = "sgd"
     new["schedule"]["power"] = 0.9
     new["augment"] = {"name": "none"}
+    new["compile_mode"] = "default"
     # the shift suite (issue 22): the dataset's own corrupted set, as before, with intervals
     new["evaluate"] = {"shifts": ["corrupted"], "download": bool(old["dataset"].get("download",
                                                                                   False)),

@@ -14,8 +14,15 @@ For the chosen backbone it times one training step (data + forward + backward + 
   transforms (and PIL AugMix) in a 2-worker DataLoader, fp32, SelfNorm with the official
   unfused statistics (``snc.reference``).
 
-It also times evaluation (inference mode, ``eval_batch_size``) and reports peak memory (CUDA:
-allocator peak; CPU: process max RSS). Timing: warm-up steps first, then the mean and standard
+With ``compile=true`` (and by default on CUDA) the four snc variants are timed a second time
+with the whole training step compiled as train.py compiles it (``snc.engine.loop.CompiledStep``:
+forward + loss as one graph, its backward, the optimizer update; ``compile_mode`` applies).
+On a GPU, and when compiled, CN draws on the device (capture mode), as train.py does there.
+Each row gives the step time, images/s and the minutes of 100 epochs of 50,000 images.
+
+It also times evaluation (inference mode, ``eval_batch_size``) with the time of a 750,000-image
+corrupted set at that rate, and reports peak memory (CUDA: allocator peak; CPU: process max
+RSS). Timing: warm-up steps first, then the mean and standard
 deviation of the timed steps (the median on CPU, where two busy cores make single steps
 noisy), variants interleaved so slow drifts hit all alike; CUDA events
 with synchronisation on GPUs. The last line is ``speedup_vs_reference=<reference step time /
@@ -24,7 +31,12 @@ snc step time>``.
 Bench-only options (prefix ``+bench.``): ``steps`` (timed steps per variant, default 3 on CPU,
 20 on CUDA), ``warmup`` (1 / 5), ``eval_batches`` (1 / 10), ``images`` (dataset size),
 ``shifts`` (time -C-bar generation at 32 and 224 px and evaluation over the generated set;
-default true), ``shift_images`` (images of that set, default 100).
+default true), ``shift_images`` (images of that set, default 100), ``compiled`` (time the
+compiled step too; default: ``compile`` or CUDA), ``epochs`` (N > 0: instead of single steps,
+time N whole epochs of the requested config through train.py's own path,
+``snc.engine.runner.run``, on synthetic data of ``images`` CIFAR-sized images, and print its
+images/s), ``backend`` (the compiler backend of the compiled rows, default ``inductor``;
+``aot_eager`` checks the capture without code generation).
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ import torch
 from snc.augment.augmix import AugMix
 from snc.config import compose_config
 from snc.data.loader import ArrayLoader
+from snc.engine.loop import CompiledStep
 from snc.engine.precision import autocast_context
 from snc.engine.runner import select_device, validate
 from snc.eval.robustness import count_errors
@@ -66,7 +79,8 @@ def sync(device: torch.device) -> None:
 class Variant:
     """One model + data path whose training step can be timed repeatedly."""
 
-    def __init__(self, name: str, cfg, device, images, labels, reference: bool = False):
+    def __init__(self, name: str, cfg, device, images, labels, reference: bool = False,
+                 compiled: bool = False, backend: str = "inductor"):
         self.name, self.cfg, self.device, self.reference = name, cfg, device, reference
         torch.manual_seed(0)
         task = validate(cfg)
@@ -78,12 +92,20 @@ class Variant:
             use_official_ops(self.model)
         if cfg.channels_last and not reference:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if cfg.compile and not reference else self.model
+        ctrl = self.model.cn_controller
+        if len(ctrl) and not reference and (compiled or device.type != "cpu"):
+            ctrl.enable_capture(device)  # as classify.setup: device draws on GPUs / compiled
+        self.forward = self.model
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
                                    weight_decay=5e-4)
         self.obj_cfg = task.objective_cfg
         self.objective = objectives.REGISTRY[self.objective_name]
         self.amp = "none" if reference else cfg.amp
+        self.compiled = None
+        if compiled:
+            self.compiled = CompiledStep(self, self.model, self.opt, device, self.amp,
+                                         mode=cfg.get("compile_mode", "default"),
+                                         backend=backend)
         self.batches = self._reference_batches(images, labels) if reference else \
             self._snc_batches(images, labels)
         self.times: List[float] = []
@@ -117,15 +139,23 @@ class Variant:
                     yield x, y.to(self.device, non_blocking=True)
         return forever()
 
+    def training_step(self, model, batch):
+        """The task's step as train.py runs it (the objective with the model's controller)."""
+        return self.objective(model, batch, self.model.cn_controller, self.obj_cfg)
+
     def step(self) -> float:
         sync(self.device)
         start = time.perf_counter()
         batch = next(self.batches)
-        with autocast_context(self.device, self.amp):
-            loss, _ = self.objective(self.forward, batch, self.model.cn_controller, self.obj_cfg)
+        self.model.cn_controller.begin_step()  # capture mode: this step's device draws
+        if self.compiled is not None:
+            loss, _ = self.compiled.forward_loss(batch)
+        else:
+            with autocast_context(self.device, self.amp):
+                loss, _ = self.training_step(self.forward, batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
+        (self.compiled.update if self.compiled is not None else self.opt.step)()
         sync(self.device)
         return time.perf_counter() - start
 
@@ -202,6 +232,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = compose_cfg(argv)
     device = select_device(cfg.device)
     bench = cfg.get("bench") or {}
+    if int(bench.get("epochs", 0)) > 0:
+        return time_epochs(argv, int(bench.epochs), int(bench.get("images", 5_000)))
     cuda = device.type == "cuda"
     steps = int(bench.get("steps", 20 if cuda else 3))
     warmup = int(bench.get("warmup", 5 if cuda else 1))
@@ -231,11 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if cn:
             extra.append(f"cn.prob={prob}")
         return compose_cfg(keep + extra)
-    specs: Dict[str, Callable[[], Variant]] = {
-        "plain": lambda: Variant("plain", variant_cfg(False, False), device, images, labels),
-        "+sn": lambda: Variant("+sn", variant_cfg(True, False), device, images, labels),
-        "+cn": lambda: Variant("+cn", variant_cfg(False, True), device, images, labels),
-    }
+    specs: Dict[str, Callable[[], Variant]] = {}
     requested = "requested"
     if (want_sn, want_cn) == (False, False):
         requested = "plain"
@@ -243,15 +271,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         requested = "+sn"
     elif (want_sn, want_cn) == (False, True):
         requested = "+cn"
-    else:
-        specs[requested] = lambda: Variant(requested, variant_cfg(True, True), device, images,
-                                           labels)
+    compiled = bool(bench.get("compiled", cfg.compile or cuda))
+    switches = {"plain": (False, False), "+sn": (True, False), "+cn": (False, True),
+                "requested": (True, True)}
+    for suffix, comp in (("", False), (" compiled", True)) if compiled else (("", False),):
+        for name, (sn, cn) in switches.items():
+            if name == "requested" and requested != "requested":
+                continue
+
+            def make(name=name + suffix, sn=sn, cn=cn, comp=comp):
+                return Variant(name, variant_cfg(sn, cn), device, images, labels, compiled=comp,
+                               backend=str(bench.get("backend", "inductor")))
+            specs[name + suffix] = make
     specs["reference"] = lambda: Variant("reference", variant_cfg(want_sn, want_cn, prob),
                                          device, images, labels, reference=True)
     variants = {name: make() for name, make in specs.items()}
-    for _ in range(warmup):
+    for i in range(warmup + (1 if compiled else 0)):
         for v in variants.values():
-            v.step()
+            if i < warmup or v.compiled is not None:  # compiled: the optimizer's state-made
+                v.step()  # recompile falls in the warm-up too
     peaks = {}
     for _ in range(steps):
         for v in variants.values():
@@ -262,35 +300,62 @@ def main(argv: Optional[List[str]] = None) -> int:
     stem = " cifar_stem=true" if cfg.backbone.get("cifar_stem") else ""
     print(f"device={device} backbone={cfg.backbone.name}{stem} batch={cfg.batch_size} "
           f"amp={cfg.amp} channels_last={cfg.channels_last} compile={cfg.compile} "
+          f"compile_mode={cfg.get('compile_mode', 'default')} "
           f"augmix={cfg.augmix.enabled} objective={variants[requested].objective_name} "
           f"steps={steps} warmup={warmup}")
-    print(f"{'variant':<11}{'step ms' if cuda else 'median ms':>10}{'± ms':>8}"
-          f"{'train img/s':>13}{'peak MB':>10}")
+    print(f"{'variant':<20}{'step ms' if cuda else 'median ms':>10}{'± ms':>8}"
+          f"{'train img/s':>13}{'100 ep min':>12}{'peak MB':>10}")
     mean = {}
     center = statistics.mean if cuda else statistics.median
+    epoch_images = 50_000
     for name, v in variants.items():
         mean[name] = center(v.times)
         sd = statistics.stdev(v.times) if len(v.times) > 1 else 0.0
-        print(f"{name:<11}{1000 * mean[name]:>10.1f}{1000 * sd:>8.1f}"
-              f"{cfg.batch_size / mean[name]:>13.0f}{peaks[name]:>10.0f}")
-    sn_over = 100 * (mean["+sn"] / mean["plain"] - 1)
-    cn_over = 100 * (mean["+cn"] / mean["plain"] - 1)
-    print(f"sn_overhead={sn_over:.1f}%  cn_overhead(prob=1)={cn_over:.1f}%  "
-          f"cn_overhead(prob={prob})={cn_over * prob:.1f}%")
+        minutes = 100 * epoch_images * mean[name] / cfg.batch_size / 60
+        print(f"{name:<20}{1000 * mean[name]:>10.1f}{1000 * sd:>8.1f}"
+              f"{cfg.batch_size / mean[name]:>13.0f}{minutes:>12.1f}{peaks[name]:>10.0f}")
+    for suffix in ("", " compiled") if compiled else ("",):
+        sn_over = 100 * (mean["+sn" + suffix] / mean["plain" + suffix] - 1)
+        cn_over = 100 * (mean["+cn" + suffix] / mean["plain" + suffix] - 1)
+        both = mean[requested + suffix] / mean["plain" + suffix]
+        print(f"{suffix.strip() or 'eager'}: sn_overhead={sn_over:.1f}%  "
+              f"cn_overhead(prob=1)={cn_over:.1f}%  cn_overhead(prob={prob})={cn_over * prob:.1f}%"
+              f"  {requested}/plain={both:.3f}")
     if variants["+cn"].objective_name in ("consistency", "augmix"):
         print(f"(objective {variants['+cn'].objective_name}: when CN fires the step runs two "
               "more CN forwards for the consistency term, which the CN overhead includes)")
     eval_snc = time_eval(variants[requested], images, labels, eval_batches)
-    print(f"eval img/s (inference, batch {cfg.eval_batch_size}): snc {eval_snc:.0f}")
-    epoch_images = 50_000
-    minutes = {k: 100 * epoch_images * mean[k] / cfg.batch_size / 60
-               for k in (requested, "reference")}
-    print(f"100 CIFAR epochs at this rate: snc {minutes[requested]:.1f} min, reference "
-          f"{minutes['reference']:.1f} min; CIFAR-C (750,000 images) eval: "
-          f"{750_000 / eval_snc:.0f} s")
+    print(f"eval img/s (inference, batch {cfg.eval_batch_size}): snc {eval_snc:.0f}; "
+          f"a 750,000-image corrupted set (CIFAR-C) at this rate: {750_000 / eval_snc:.0f} s")
     if bench.get("shifts", True):
         time_shifts(variants[requested], images, labels, n=int(bench.get("shift_images", 100)))
+    if compiled:
+        print(f"speedup_vs_reference_compiled="
+              f"{mean['reference'] / mean[requested + ' compiled']:.3f}")
     print(f"speedup_vs_reference={mean['reference'] / mean[requested]:.3f}")
+    return 0
+
+
+def time_epochs(argv: List[str], epochs: int, images: int) -> int:
+    """``+bench.epochs=N``: N epochs of the requested config through train.py's own path
+    (:func:`snc.engine.runner.run`) on synthetic CIFAR-sized data; prints images/s."""
+    import tempfile
+
+    from snc.engine.runner import run
+
+    keep = [a for a in argv if not a.lstrip("+~").startswith(("bench.", "dataset"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(keep + [
+            "logger=none", "dataset=synthetic", f"dataset.num_train={images}",
+            "dataset.num_test=100", f"epochs={epochs}", "evaluate_corruptions=false",
+            "evaluate.shifts=[]", "evaluate.bootstrap=0", f"paths.output_dir={tmp}",
+            "progress=false"])
+        results = run(cfg)
+    seconds = float(results["time/train_seconds"])
+    print(f"train.py path: {epochs} epoch(s) of {images:,} images in {seconds:.1f} s: "
+          f"{epochs * images / seconds:.0f} img/s (compile={cfg.compile}, first epoch includes "
+          f"any compilation); 100 epochs of 50,000 images at this rate: "
+          f"{100 * 50_000 / (epochs * images / seconds) / 60:.1f} min")
     return 0
 
 

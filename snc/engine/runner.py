@@ -43,7 +43,7 @@ from snc.engine.checkpoint import (
 )
 from snc.engine.identity import config_hash, run_dir_for
 from snc.engine.lock import RunLock
-from snc.engine.loop import train_steps, use_tqdm
+from snc.engine.loop import COMPILE_MODES, CompiledStep, train_steps, use_tqdm
 from snc.engine.optim import OPTIMIZERS, base_learning_rate, build_optimizer
 from snc.engine.precision import check_amp
 from snc.engine.schedule import SCHEDULES, build_scheduler
@@ -65,6 +65,23 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_compile(cfg: DictConfig, device: Optional[torch.device] = None) -> None:
+    """``compile_mode`` is one of :data:`COMPILE_MODES`, and CUDA graphs
+    (``reduce-overhead``) are asked for on a CUDA device only.
+
+    Raises:
+        ConfigError: naming the fix.
+    """
+    mode = cfg.get("compile_mode", "default")
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"compile_mode={mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+    if device is not None and device.type != "cuda" and cfg.get("compile", False) \
+            and mode == "reduce-overhead":
+        raise ConfigError(f"compile_mode=reduce-overhead replays CUDA graphs, but the device is "
+                          f"{device.type}: use compile_mode=default (or max-autotune) on "
+                          f"{device.type}, or device=cuda")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -79,6 +96,7 @@ def validate(cfg: DictConfig) -> Task:
         ConfigError: naming the fix.
     """
     check_amp(cfg.amp)
+    check_compile(cfg)
     if cfg.resume not in ("auto", True, False):
         raise ConfigError(f"resume={cfg.resume!r}; choose auto, true or false")
     keys = ["batch_size", "eval_batch_size"] + (["epochs"] if cfg.get("max_steps") is None
@@ -108,6 +126,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     dist_cfg = cfg.get("distributed") or {}
     info = init_distributed(cfg.device, dist_cfg.get("backend", "auto"))
     device = select_device(cfg.device)
+    check_compile(cfg, device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     task.fetch()  # the explicit download step; identity() below only reads
@@ -226,18 +245,24 @@ def _trackers(cfg: DictConfig, run_dir: Path) -> Trackers:
 
 
 def _wrap(model: torch.nn.Module, cfg: DictConfig, device: torch.device,
-          info: DistInfo) -> torch.nn.Module:
+          info: DistInfo, whole_step: bool = False) -> torch.nn.Module:
     """The forward model: BatchNorm batches as the official run had them, DDP under torchrun,
-    then torch.compile."""
+    then torch.compile (of the forward alone, for a task whose step is not compiled whole:
+    ``whole_step=False``)."""
     # the official run's BatchNorm batch per device under any world size (distributed.bn_batch),
     # or one SyncBatchNorm over all ranks (distributed.sync_bn); parameters stay the same objects
     forward_model = prepare_batch_norm(model, cfg, info, device)
     if info.enabled:
         forward_model = torch.nn.parallel.DistributedDataParallel(
             forward_model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.get("compile", False):
+    if cfg.get("compile", False) and not whole_step:
         forward_model = torch.compile(forward_model)
     return forward_model
+
+
+def compile_for_evaluation(model: torch.nn.Module, mode: str = "default") -> torch.nn.Module:
+    """``torch.compile`` of the forward for evaluation (``compile_mode`` as the step's)."""
+    return torch.compile(model, mode=None if mode == "default" else mode)
 
 
 def _periods(cfg: DictConfig, steps_per_epoch: int) -> Tuple[int, Optional[int], int]:
@@ -286,6 +311,8 @@ class _Run:
     num_periods: int
     period_steps: Optional[int]  # None: a period is one epoch
     total_steps: int
+    compiled: Optional[CompiledStep] = None
+    eval_compiled: Optional[torch.nn.Module] = None
     start_period: int = 0
     step: int = 0
     tracker_ids: Dict[str, str] = field(default_factory=dict)
@@ -348,6 +375,32 @@ class _Run:
             }, self.ckpt_path)
         barrier()
 
+    @property
+    def whole_step(self) -> bool:
+        """compile=true on a task whose training step is captured whole."""
+        return bool(self.cfg.get("compile", False)) and getattr(self.task, "capturable_step",
+                                                                False)
+
+    def compiled_step(self) -> Optional[CompiledStep]:
+        """The compiled step (made once, after resume: the optimizer's rates become tensors)."""
+        if self.whole_step and self.compiled is None:
+            self.compiled = CompiledStep(
+                self.task, self.forward_model, self.optimizer, self.device, self.cfg.amp,
+                mode=self.cfg.get("compile_mode", "default"),
+                compile_update=not self.scaler.is_enabled())
+        return self.compiled
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The model evaluation runs: with the step compiled whole, a compiled forward of its
+        own (inference graphs), else the forward model (compiled with it when asked)."""
+        if not self.whole_step:
+            return self.forward_model
+        if self.eval_compiled is None:
+            self.eval_compiled = compile_for_evaluation(
+                self.forward_model, self.cfg.get("compile_mode", "default"))
+        return self.eval_compiled
+
     def train_period(self, period: int, batches, on_log) -> Dict[str, Any]:
         """One epoch, or ``period_steps`` steps of the stream; returns the period's metrics."""
         n = None if self.epochs else min(self.period_steps, self.total_steps - self.step)
@@ -357,7 +410,7 @@ class _Run:
             raw_model=self.model, step=self.step, num_steps=n,
             total=n if n is not None else len(self.task.train), scaler=self.scaler,
             amp=self.cfg.amp, log_every=self.cfg.log_every, on_log=on_log,
-            progress=self.progress, desc=desc)
+            progress=self.progress, desc=desc, compiled=self.compiled_step())
         prefix = "train_epoch" if self.epochs else "train_period"
         metrics: Dict[str, Any] = {f"{prefix}/loss": stats["loss"],
                                    f"{prefix}/seconds": stats["seconds"]}
@@ -380,7 +433,7 @@ class _Run:
         every = self.cfg.get("eval_every") if self.epochs else 1
         if not every or (period + 1) % every or (last and self.task.monitor is None):
             return {}
-        evaluated = self.task.evaluate(self.forward_model)
+        evaluated = self.task.evaluate(self.eval_model)
         monitor = self.task.monitor
         if monitor is not None and monitor[0] in evaluated:
             key, mode = monitor
@@ -418,8 +471,10 @@ def _build_run(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
         optimizer, cfg.schedule.name, total_steps=total_steps, steps_per_epoch=len(task.train),
         epochs=int(cfg.epochs), base_lr=base_lr, min_lr=cfg.schedule.min_lr,
         power=cfg.schedule.get("power", 0.9))
+    whole_step = bool(cfg.get("compile", False)) and getattr(task, "capturable_step", False)
     return _Run(cfg=cfg, task=task, device=device, run_dir=run_dir, info=info,
-                progress=progress, model=model, forward_model=_wrap(model, cfg, device, info),
+                progress=progress, model=model,
+                forward_model=_wrap(model, cfg, device, info, whole_step),
                 optimizer=optimizer, scheduler=scheduler,
                 scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"),
                 num_periods=num_periods, period_steps=period_steps, total_steps=total_steps)
@@ -480,7 +535,7 @@ def _finish(r: _Run, meta: Dict[str, Any], trackers: Trackers) -> Dict[str, Any]
     """The final evaluation, ``results.json`` and the summary line."""
     eval_start = time.perf_counter()
     results: Dict[str, Any] = dict(meta)
-    results.update(r.task.final_evaluate(r.forward_model, r.best_state()))
+    results.update(r.task.final_evaluate(r.eval_model, r.best_state()))
     h = r.history
     if "best_value" in h:
         results[f"best/{r.task.monitor[0]}"] = h["best_value"]

@@ -53,7 +53,10 @@ def count_errors(model: torch.nn.Module, batches: Batches, amp: str = "none",
     """
     was_training = model.training
     model.eval()
-    wrong = {k: torch.zeros((), dtype=torch.long) for k in topk}
+    # counts and per-sample hits stay on the device until the end: no host synchronisation per
+    # batch, so the copy of the next batch and this batch's compute overlap on a GPU
+    wrong: Dict[int, torch.Tensor] = {}
+    hits_kept: List[torch.Tensor] = []
     total = 0
     try:
         for x, y in batches:
@@ -62,12 +65,16 @@ def count_errors(model: torch.nn.Module, batches: Batches, amp: str = "none",
             top = logits.float().topk(max(topk), dim=1).indices
             hits = top == y[:, None]
             for k in topk:
-                wrong[k] = wrong[k] + (~hits[:, :k].any(1)).sum().cpu()
+                missed = (~hits[:, :k].any(1)).sum()
+                wrong[k] = missed if k not in wrong else wrong[k] + missed
             if record is not None:
-                record.append(hits[:, 0].cpu().numpy())
+                hits_kept.append(hits[:, 0])
             total += len(y)
     finally:
         model.train(was_training)
+    if record is not None:
+        record.extend(h.cpu().numpy() for h in hits_kept)
+    wrong = {k: int(wrong[k]) if k in wrong else 0 for k in topk}
     # sum over ranks (a no-op in a single process): exact counts, no padding
     counts = all_reduce_sum([total] + [int(wrong[k]) for k in topk], _device_of(model))
     return dict(zip(topk, counts[1:], strict=True)), counts[0]

@@ -15,6 +15,12 @@ Additions over the official op (all off by default, so the default equals the of
 ``self_pairing=False`` (no sample is its own partner) and ``channel_shuffle=True`` (the style
 source's channels are permuted too, an option present but never enabled in the official op).
 
+Two forms of one op: :func:`cross_norm` with the boxes as slices and its choices drawn on the
+host (:func:`sample_cross_norm_args`; eager CPU), and the capture form (:func:`cross_norm_masked`,
+:func:`box_masks`, :func:`permutation_from_keys`; GPUs and ``torch.compile``): the same choices
+with the same distribution drawn on the device, boxes as masks and partners as gathers of fixed
+shape. Equal results for equal choices (tested).
+
 Crop modes (``A`` = content sample, ``B`` = partner):
     neither: ``A`` whole map gets ``B``'s whole-map statistics.
     style:   ``A`` whole map gets the statistics of box B1 of ``B``.
@@ -38,6 +44,11 @@ from snc.ops.stats import CROSSNORM_EPS, Box, channel_stats
 from snc.ops.stats import crop as crop_region
 
 _MAX_BOX_TRIES = 10_000
+BOX_CANDIDATES = 128
+"""Candidates of the device box sampler (:func:`box_masks`); see its docstring for the odds."""
+KEY_HIGH = 2**62
+"""Random sort keys are integers in ``[0, KEY_HIGH)``: ties (which would bias a permutation
+drawn as ``argsort(keys)``) have probability below ``N**2 / 2**63``."""
 
 
 def _options(options: Optional[CrossNormOptions], overrides: Dict[str, Any]) -> CrossNormOptions:
@@ -152,6 +163,122 @@ def sample_cross_norm_args(
     }
 
 
+def permutation_from_keys(keys: torch.Tensor, self_pairing: bool = True) -> torch.Tensor:
+    """A uniformly random permutation from distinct random keys ``(N,)``, drawn on their device.
+
+    ``argsort(keys)`` is uniform over the ``N!`` permutations (as ``torch.randperm``). With
+    ``self_pairing=False`` it is read as a random order and turned into the random cycle
+    through it, as :func:`sample_cross_norm_args` does: no fixed point (``N >= 2``).
+    """
+    order = torch.argsort(keys)
+    if self_pairing or keys.shape[0] < 2:
+        return order
+    return torch.empty_like(order).scatter_(0, order, order.roll(-1))
+
+
+def box_masks(spatial_shape: Sequence[int], uniforms: torch.Tensor, beta: float = 1.0,
+              threshold: float = 0.1) -> torch.Tensor:
+    """The box of :func:`sample_box`, drawn without host work and returned as a mask.
+
+    Each of the ``T`` rows of ``uniforms`` is one candidate of the official rejection sampler:
+    ``lam`` (column 0; for ``beta != 1`` Johnk's method on columns 0-1 gives
+    ``lam ~ Beta(beta, beta)`` or rejects the row), then one uniform integer centre per spatial
+    dimension (columns 2, 3, ...), the cut ``int(size * sqrt(lam))`` and the clipping of
+    :func:`sample_box`. The first candidate whose area ratio exceeds ``threshold`` is taken:
+    candidates are independent, so it is distributed as the sequential sampler's box. If no
+    candidate of the ``T`` is accepted (probability ``(1 - p)**T`` for a per-candidate
+    acceptance ``p``: about 0.6 on 8x8 maps with ``t = 0.1``, so below ``1e-40`` with
+    ``T = 128``) the whole map is used.
+
+    Args:
+        spatial_shape: the spatial size, e.g. ``(H, W)``.
+        uniforms: ``(T, 2 + D)`` float uniforms in ``[0, 1)`` (D = number of spatial dims).
+        beta: Beta(beta, beta) parameter of the area ratio.
+        threshold: the area ratio a box must exceed.
+
+    Returns:
+        bool mask of shape ``spatial_shape`` on the device of ``uniforms``, True inside the box.
+    """
+    sizes = [int(s) for s in spatial_shape]
+    u = uniforms.float()
+    if beta == 1.0:
+        lam, valid = u[:, 0], torch.ones_like(u[:, 0], dtype=torch.bool)
+    else:  # Johnk: X = U^(1/a), Y = V^(1/a); X / (X + Y) ~ Beta(a, a) given X + Y <= 1
+        a = u[:, 0].clamp_min(1e-30).log().div(beta).exp()
+        b = u[:, 1].clamp_min(1e-30).log().div(beta).exp()
+        total = a + b
+        valid = (total <= 1) & (total > 0)
+        lam = a / total.clamp_min(1e-30)
+    ratio = lam.sqrt()
+    area = torch.ones_like(ratio)
+    bounds = []
+    for d, size in enumerate(sizes):
+        cut = torch.floor(size * ratio).long()
+        centre = torch.floor(u[:, 2 + d] * size).long().clamp(0, size - 1)
+        start = (centre - cut // 2).clamp(0, size)
+        stop = (centre + cut // 2).clamp(0, size)
+        bounds.append((start, stop))
+        area = area * (stop - start).float()
+    accepted = valid & (area / math.prod(sizes) > threshold)
+    first = accepted & (accepted.to(torch.int32).cumsum(0) == 1)  # one-hot: first accepted
+    found = accepted.any()
+    mask = None
+    for d, (size, (start, stop)) in enumerate(zip(sizes, bounds, strict=True)):
+        lo = torch.where(found, (start * first).sum(), 0)
+        hi = torch.where(found, (stop * first).sum(), size)
+        pos = torch.arange(size, device=uniforms.device)
+        inside = (pos >= lo) & (pos < hi)
+        shape = [1] * len(sizes)
+        shape[d] = size
+        inside = inside.reshape(shape)
+        mask = inside if mask is None else mask & inside
+    return mask
+
+
+def masked_channel_stats(x: torch.Tensor, mask: Optional[torch.Tensor], eps: float):
+    """Per-sample, per-channel mean and ``sqrt(unbiased var + eps)`` over the positions where
+    ``mask`` (shape ``x.shape[2:]``, shared by the batch) is True; the whole map when None.
+    Plain tensor ops of fixed shape; equal to :func:`~snc.ops.stats.channel_stats` of the
+    cropped region (tested). Returns float32 ``(N, C, 1, ..., 1)``."""
+    xf = x.float()
+    dims = tuple(range(2, x.dim()))
+    if mask is None:
+        count = float(math.prod(x.shape[2:]))
+        mean = xf.mean(dim=dims, keepdim=True)
+        centred = xf - mean
+    else:
+        weight = mask.to(torch.float32)
+        count = weight.sum()
+        mean = (xf * weight).sum(dim=dims, keepdim=True) / count
+        centred = (xf - mean) * weight
+    var = centred.square().sum(dim=dims, keepdim=True) / (count - 1)
+    return mean, (var + eps).sqrt()
+
+
+def cross_norm_masked(
+    x: torch.Tensor,
+    *,
+    perm: Optional[torch.Tensor] = None,
+    channel_perm: Optional[torch.Tensor] = None,
+    style_mask: Optional[torch.Tensor] = None,
+    content_mask: Optional[torch.Tensor] = None,
+    eps: float = CROSSNORM_EPS,
+) -> torch.Tensor:
+    """:func:`cross_norm` with the boxes given as masks (``x.shape[2:]`` bool): fixed shapes
+    whatever the draw, so one captured graph serves every box. Equal to :func:`cross_norm`
+    with the boxes the masks mark (tested)."""
+    mean_c, std_c = masked_channel_stats(x, content_mask, eps)
+    if style_mask is None and content_mask is None:
+        mean_s, std_s = mean_c, std_c
+    else:
+        mean_s, std_s = masked_channel_stats(x, style_mask, eps)
+    scale, shift = restyle_affine(mean_c, std_c, mean_s, std_s, perm, channel_perm)
+    restyled = (x.float() * scale + shift).to(x.dtype)
+    if content_mask is None:
+        return restyled
+    return torch.where(content_mask, restyled, x)
+
+
 def restyle_affine(mean_c: torch.Tensor, std_c: torch.Tensor, mean_s: torch.Tensor,
                    std_s: torch.Tensor, perm: Optional[torch.Tensor] = None,
                    channel_perm: Optional[torch.Tensor] = None):
@@ -227,15 +354,58 @@ class CrossNorm(nn.Module):
         self.eps = eps
         self.active = False
         self.generator: Optional[torch.Generator] = None
+        # set by a CrossNormController in capture mode: the unit reads its draws from it
+        self.controller: Optional[Any] = None
+        self.index = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.active):
             return x
         if self.options.mode == "two_instance" and x.shape[0] < 2:
             return x
+        ctrl = self.controller
+        if ctrl is not None and ctrl.capture:
+            return self.captured_forward(x, ctrl.unit_draws(self.index))
         args = sample_cross_norm_args(x.shape, self.options, generator=self.generator,
                                       device=x.device)
         return cross_norm(x, eps=self.eps, **args)
+
+    def captured_forward(self, x: torch.Tensor, draws: Dict[str, torch.Tensor]
+                         ) -> torch.Tensor:
+        """CrossNorm from draws made on the device (:meth:`CrossNormController.unit_draws`):
+        partners and channels from random keys, boxes as masks, and the unit's on/off gate
+        applied with ``torch.where``. No host synchronisation and fixed shapes: the form a
+        compiler captures as one graph for every draw. Same distribution of choices as the
+        host path; equal results for the same choices (tested)."""
+        o = self.options
+        n, c = x.shape[:2]
+        rows, channels = draws["rows"], draws["channels"]
+        if n > rows.shape[0]:
+            raise ValueError(f"a CrossNorm unit sees {n} rows, more than the controller draws "
+                             f"partner keys for ({rows.shape[0]}); raise "
+                             "model.cn_controller.capacity")
+        if channels is not None and c > channels.shape[0]:
+            raise ValueError(f"a CrossNorm unit sees {c} channels, more than the controller "
+                             f"draws keys for ({channels.shape[0]}); raise "
+                             "model.cn_controller.channel_capacity")
+        perm = channel_perm = None
+        if o.mode == "two_instance":
+            perm = permutation_from_keys(rows[:n], o.self_pairing)
+            if o.channel_shuffle:
+                channel_perm = permutation_from_keys(channels[:c])
+        else:
+            if c < 2:
+                raise ValueError("one_instance CrossNorm needs at least 2 channels")
+            channel_perm = permutation_from_keys(channels[:c])
+        spatial = x.shape[2:]
+        style_mask = content_mask = None
+        if o.crop in ("style", "both"):
+            style_mask = box_masks(spatial, draws["boxes"][0], o.beta, o.threshold)
+        if o.crop in ("content", "both"):
+            content_mask = box_masks(spatial, draws["boxes"][1], o.beta, o.threshold)
+        out = cross_norm_masked(x, perm=perm, channel_perm=channel_perm, style_mask=style_mask,
+                                content_mask=content_mask, eps=self.eps)
+        return torch.where(draws["gate"], out, x)
 
     def extra_repr(self) -> str:
         o = self.options

@@ -19,7 +19,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from snc.ops.stats import SELFNORM_EPS, _mean_std, channel_stats, stats_backward
+from snc.ops.stats import SELFNORM_EPS, _mean_std, channel_stats, plain_mean_std, stats_backward
+
+
+def use_plain_ops(x: torch.Tensor) -> bool:
+    """True where the units run as plain tensor ops: under ``torch.compile`` (the compiler
+    fuses them and captures the step) and on any device but the CPU. The fused autograd
+    Functions (one pass less over the input in the backward) stay for eager CPU, where they win.
+    Both give equal results (tested)."""
+    return torch.compiler.is_compiling() or x.device.type != "cpu"
 
 
 class _SelfNormOneGate(torch.autograd.Function):
@@ -100,10 +108,11 @@ class SelfNorm(nn.Module):
                 "SelfNorm needs a batch of at least 2 in training mode (its gate normalizes over "
                 "the batch); use a larger batch or drop the last incomplete batch, or call eval()"
             )
-        if self.gates == 1 and torch.is_grad_enabled():
+        plain = use_plain_ops(x)
+        if self.gates == 1 and torch.is_grad_enabled() and not plain:
             with torch.autocast(device_type=x.device.type, enabled=False):
                 return _SelfNormOneGate.apply(x, self._g, self.eps, *self._g_params())
-        mean, std = channel_stats(x, self.eps)
+        mean, std = plain_mean_std(x, self.eps) if plain else channel_stats(x, self.eps)
         shape = mean.shape
         n, c = x.shape[:2]
         with torch.autocast(device_type=x.device.type, enabled=False):

@@ -49,6 +49,25 @@ def _mean_std(xf: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]
     return mean, var.div_(xf.shape[-1] - 1).add_(eps).sqrt_()
 
 
+def plain_mean_std(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`channel_stats` of the whole map as plain differentiable tensor ops: the form a
+    compiler captures and fuses (GPU, ``torch.compile``). Same shapes and values.
+
+    Args:
+        x: ``(N, C, *spatial)`` tensor with at least 2 spatial positions.
+        eps: added to the unbiased variance before the square root.
+
+    Returns:
+        ``(mean, std)``, float32 ``(N, C, 1, ..., 1)``.
+    """
+    n, c = x.shape[:2]
+    xf = x.float().reshape(n, c, -1)
+    mean = xf.mean(dim=-1, keepdim=True)
+    var = (xf - mean).square().sum(dim=-1, keepdim=True) / (xf.shape[-1] - 1)
+    shape = (n, c) + (1,) * (x.dim() - 2)
+    return mean.reshape(shape), (var + eps).sqrt().reshape(shape)
+
+
 def stats_backward(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                    grad_mean: torch.Tensor, grad_std: torch.Tensor) -> torch.Tensor:
     """Gradient w.r.t. ``x`` (float32, ``(N, C, L)``) of the statistics of :func:`_mean_std`."""

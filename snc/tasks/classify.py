@@ -145,6 +145,14 @@ class Classify(Task):
         self.suite = ShiftSuite(cfg, int(cfg.dataset.get("num_classes") or 10))
         self.run_dir: Optional[Path] = None
         self.rank, self.world = 0, 1
+        if cfg.get("compile", False) and self.augment != "none":
+            raise ConfigError(f"compile=true captures the whole training step, but "
+                              f"augment={self.augment} (snc.data.augment.BatchAugment) draws on "
+                              "the host inside it: use compile=false with it")
+
+    capturable_step = True
+    """compile=true compiles forward, loss, backward and update as one step (the engine's
+    CompiledStep); the CN draws are made in :meth:`before_step`."""
 
     def run_name(self) -> str:
         cfg = self.cfg
@@ -184,6 +192,14 @@ class Classify(Task):
             data.info["corrupted_set"] = "generated" if data.corrupted.generated else "published"
         self.suite.prepare(data, data_dir=Path(self.cfg.paths.data_dir), progress=ctx.progress,
                            rank=ctx.rank)
+        ctrl = self.model.cn_controller
+        if len(ctrl) and self.cfg.get("compile", False):
+            try:  # compiled steps: CN draws on the device, applied as masks
+                ctrl.enable_capture(ctx.device)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        elif len(ctrl) and ctx.device.type != "cpu" and ctrl.capture_problem() is None:
+            ctrl.enable_capture(ctx.device)  # GPUs: the same, eagerly (else the host draws)
         self.data, self.train, self.progress = data, data.train, ctx.progress
         self.run_dir, self.rank, self.world = ctx.run_dir, ctx.rank, ctx.world
         self.info = {"objective": self.objective, **data.info}
@@ -194,6 +210,10 @@ class Classify(Task):
                 seed=int(self.cfg.seed) + 104_729 + 7919 * ctx.rank, device=ctx.device,
                 channels_last=bool(self.cfg.channels_last))
             self.info["augment"] = self.augment
+
+    def before_step(self) -> None:
+        """The CN draws of the next step, on the device, outside the (compiled) step."""
+        self.model.cn_controller.begin_step()
 
     def training_step(self, model, batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         if self.batch_augment is not None:

@@ -33,11 +33,13 @@ over classes and averaged over the batch; nothing is detached.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from snc.augment.baselines import MixedLabels
 from snc.distributed import forward_views
@@ -81,6 +83,37 @@ def cn_consistency(model, x: torch.Tensor, clean_logits: torch.Tensor,
     return jsd(views)
 
 
+def flag(on) -> torch.Tensor:
+    """The ``cn_on`` log value: a host bool (host draws) or the device boolean (capture)."""
+    return on.float() if isinstance(on, torch.Tensor) else torch.tensor(float(on))
+
+
+@contextlib.contextmanager
+def running_stats_kept_unless(model: torch.nn.Module, on) -> Iterator[None]:
+    """Forwards run inside the block leave the BatchNorm running statistics as they were
+    unless ``on`` (a device boolean).
+
+    In capture mode the consistency forwards always run (a compiled step has no branch on a
+    draw) and their JSD term is masked by the coin; this keeps the running statistics (and
+    SelfNorm's gate BatchNorm) exactly as when the official code skips those forwards.
+    """
+    if not isinstance(on, torch.Tensor):
+        yield
+        return
+    bufs = [b for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
+            for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    saved = [b.clone() for b in bufs]
+    yield
+    with torch.no_grad():
+        for b, old in zip(bufs, saved, strict=True):
+            b.data.copy_(torch.where(on, b, old))
+
+
+def masked_term(on, term: torch.Tensor) -> torch.Tensor:
+    """``term`` where the coin ``on`` (device boolean) is set, else 0 (no gradient)."""
+    return torch.where(on, term, torch.zeros_like(term))
+
+
 def ce(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
     x, y = batch
     loss = cross_entropy(model(x), y)
@@ -91,7 +124,7 @@ def cn(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
     x, y = batch
     with ctrl.step() as on:
         loss = cross_entropy(model(x), y)
-    return loss, {"ce": loss.detach(), "cn_on": torch.tensor(float(on))}
+    return loss, {"ce": loss.detach(), "cn_on": flag(on)}
 
 
 def consistency(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Result:
@@ -99,6 +132,12 @@ def consistency(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -
     clean = model(x)
     loss = cross_entropy(clean, y)
     logs = {"ce": loss.detach(), "cn_on": torch.tensor(0.0)}
+    if ctrl.capture:  # the two CN forwards always run; the coin masks their term
+        on = ctrl.draw()
+        with running_stats_kept_unless(model, on):
+            term = masked_term(on, cn_consistency(model, x, clean, ctrl))
+        logs.update(jsd=term.detach(), cn_on=flag(on))
+        return loss + cfg.consist_wt * term, logs
     if ctrl.draw():
         term = cn_consistency(model, x, clean, ctrl)
         loss = loss + cfg.consist_wt * term
@@ -115,7 +154,7 @@ def augmix(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Res
         loss_ce = F.cross_entropy(l0, y)
         term = jsd((l0, l1, l2))
         return loss_ce + cfg.jsd_weight * term, {"ce": loss_ce.detach(), "jsd": term.detach(),
-                                                 "cn_on": torch.tensor(float(on))}
+                                                 "cn_on": flag(on)}
     with forward_views(3):
         logits = model(torch.cat((x0, x1, x2)))
     l0, l1, l2 = torch.split(logits, len(x0))
@@ -123,6 +162,12 @@ def augmix(model, batch, ctrl: CrossNormController, cfg: ObjectiveConfig) -> Res
     term = jsd((l0, l1, l2))
     loss = loss_ce + cfg.jsd_weight * term
     logs = {"ce": loss_ce.detach(), "jsd": term.detach(), "cn_on": torch.tensor(0.0)}
+    if len(ctrl) and ctrl.capture:  # as in consistency: forwards always run, term masked
+        on = ctrl.draw()
+        with running_stats_kept_unless(model, on):
+            cn_term = masked_term(on, cn_consistency(model, x0, l0, ctrl))
+        logs.update(cn_jsd=cn_term.detach(), cn_on=flag(on))
+        return loss + cfg.consist_wt * cn_term, logs
     if len(ctrl) and ctrl.draw():
         cn_term = cn_consistency(model, x0, l0, ctrl)
         loss = loss + cfg.consist_wt * cn_term
