@@ -305,3 +305,23 @@ dist.destroy_process_group()
                  for r in (1, 0)]
         assert [p.wait(timeout=120) for p in procs] == [0, 0]
         assert (tmp_path / "order").read_text() == "01"
+
+
+def test_corrupted_blocks_stream_one_ahead_with_exact_counts(finished, make_cfg, monkeypatch):
+    """The blocks of a CIFAR-C-style set are read ahead on a thread (pinned on CUDA): the same
+    numbers as reading each block when it is evaluated, in the same order."""
+    from snc.data import datasets
+
+    _, run_dir, results = finished
+    monkeypatch.setattr(datasets, "PREFETCH_BYTES", 0)  # every block read when it is due
+    again = evaluate(make_cfg(f"run_dir={run_dir}", *FAST, name="evaluate"), overrides=[])
+    assert again["mce"] == results["mce"]
+    for key in ("corruption/fog/s1/error", "corruption/jpeg_compression/s5/error"):
+        assert again[key] == results[key]
+
+
+def test_evaluate_amp_is_checked_and_used(make_cfg):
+    with pytest.raises(ConfigError, match="evaluate.amp='fp8'"):
+        run(make_cfg("evaluate.amp=fp8"))
+    results = run(make_cfg(*FAST, "epochs=1", "evaluate.amp=bf16"))
+    assert 0 <= results["clean/error"] <= 100 and 0 <= results["mce"] <= 100

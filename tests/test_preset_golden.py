@@ -91,7 +91,8 @@ def migrate(old: dict, name: str = "") -> dict:
     # the shift suite (issue 22): the dataset's own corrupted set, as before, with intervals
     new["evaluate"] = {"shifts": ["corrupted"], "download": bool(old["dataset"].get("download",
                                                                                   False)),
-                       "bootstrap": 1000, "bootstrap_seed": 0, "validation": "none"}
+                       "bootstrap": 1000, "bootstrap_seed": 0, "validation": "none",
+                       "amp": None}  # evaluate.amp (issue 26): null = the training's amp
     if name == "demo":  # the offline demo shows every shift it can make: its -C and -C-bar
         new["evaluate"]["shifts"].append("corrupted_bar")
     return new

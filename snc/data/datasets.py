@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
+import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -49,6 +51,7 @@ from snc.errors import ConfigError
 
 log = logging.getLogger("snc")
 CORRUPTED_MODES = ("published", "generate", "none")
+PREFETCH_BYTES = 1 << 30  # corrupted blocks up to 1 GiB are read one ahead of the evaluation
 
 
 @dataclass
@@ -93,14 +96,38 @@ class ArrayCorruptedSets(CorruptedSets):
     def check(self, name: str) -> None:
         load_cifar_c(self.root, name)
 
+    pin: bool = False  # CUDA: blocks are read into pinned memory, copied without blocking
+
     def __iter__(self) -> Iterator[Tuple[str, int, Callable]]:
-        for name in self.corruptions:
-            images, labels = load_cifar_c(self.root, name)
-            for s in range(1, 6):
-                rows = severity_rows(len(images), s)
-                self.counts[(name, s)] = rows.stop - rows.start
-                x, y = np.asarray(images[rows]), labels[rows]
+        """One (corruption, severity) block at a time, read from the memory-mapped file while
+        the block before it is evaluated (one block ahead, for blocks up to
+        :data:`PREFETCH_BYTES`), into pinned memory on CUDA so its copy to the device does not
+        block."""
+        def blocks():
+            for name in self.corruptions:
+                images, labels = load_cifar_c(self.root, name)
+                for s in range(1, 6):
+                    yield name, s, images, labels, severity_rows(len(images), s)
+
+        def read(block):
+            name, s, images, labels, rows = block
+            x = torch.from_numpy(np.array(images[rows]))  # a writable copy of the mapped rows
+            return name, s, (x.pin_memory() if self.pin else x), labels[rows]
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            todo = blocks()
+            block = next(todo, None)
+            pending = pool.submit(read, block) if block is not None else None
+            while pending is not None:
+                name, s, x, y = pending.result()
+                block = next(todo, None)
+                small = block is not None and x.numel() <= PREFETCH_BYTES
+                pending = pool.submit(read, block) if small else None
+                self.counts[(name, s)] = len(y)
                 yield name, s, (lambda x=x, y=y: iter(self.make_loader(x, y)))
+                if block is not None and pending is None:  # a large block: read it now
+                    pending = pool.submit(read, block)
+                    pending.result()
 
 
 @dataclass
@@ -535,7 +562,8 @@ class _ArrayLayout:
                              source_digest=self.source.digest("test"))
 
     def corrupted_kwargs(self) -> Dict[str, Any]:
-        return {"make_loader": lambda x, y: self.loader((x, y), self.cfg.eval_batch_size, False)}
+        return {"make_loader": lambda x, y: self.loader((x, y), self.cfg.eval_batch_size, False),
+                "pin": torch.device(self.common["device"]).type == "cuda"}
 
 
 class _FolderLayout:

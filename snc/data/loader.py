@@ -95,7 +95,8 @@ class ArrayLoader:
             array = np.asarray(self.images)
             # memory-mapped or read-only arrays are copied: torch needs writable memory
             self.images = torch.from_numpy(array if array.flags.writeable else array.copy())
-        self.images = self.images.to(self.device)
+        # pinned host memory (a corrupted block read ahead) is copied without blocking
+        self.images = self.images.to(self.device, non_blocking=self.images.is_pinned())
         self.labels = torch.as_tensor(np.asarray(self.labels, dtype=np.int64)
                                       if not torch.is_tensor(self.labels)
                                       else self.labels).long().to(self.device)

@@ -145,6 +145,9 @@ class Classify(Task):
         self.suite = ShiftSuite(cfg, int(cfg.dataset.get("num_classes") or 10))
         self.run_dir: Optional[Path] = None
         self.rank, self.world = 0, 1
+        if self.eval_amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"evaluate.amp={self.eval_amp!r}; choose null (the training's "
+                              "amp), none, bf16 or fp16")
         if cfg.get("compile", False) and self.augment != "none":
             raise ConfigError(f"compile=true captures the whole training step, but "
                               f"augment={self.augment} (snc.data.augment.BatchAugment) draws on "
@@ -230,11 +233,16 @@ class Classify(Task):
         if self.batch_augment is not None and "augment" in state:
             self.batch_augment.load_state_dict(state["augment"])
 
+    @property
+    def eval_amp(self) -> str:
+        """``evaluate.amp`` (e.g. bf16 inference after fp32 training), else the training's."""
+        return (self.cfg.get("evaluate") or {}).get("amp") or self.cfg.amp
+
     def evaluate(self, model) -> Dict[str, float]:
-        return clean_error(model, self.data.test, self.data.num_classes, self.cfg.amp)
+        return clean_error(model, self.data.test, self.data.num_classes, self.eval_amp)
 
     def final_evaluate(self, model, best_state: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-        result = self.suite.evaluate(model, self.data, amp=self.cfg.amp, progress=self.progress,
+        result = self.suite.evaluate(model, self.data, amp=self.eval_amp, progress=self.progress,
                                      world=self.world)
         if self.rank == 0 and self.run_dir is not None:
             result.write(self.run_dir, {"run_name": self.run_dir.name, "method": self.method(),
