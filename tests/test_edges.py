@@ -38,8 +38,8 @@ def snc_cmd(*args, cwd, module=None, env_extra=None):
 # ------------------------------------------------------------------ evaluation needs a model
 
 
-@pytest.mark.parametrize("words", [[], ["run=somewhere"], ["+run=somewhere"]],
-                         ids=["bare", "run=", "+run="])
+@pytest.mark.parametrize("words", [[], pytest.param(["run=somewhere"], marks=pytest.mark.slow),
+                                   ["+run=somewhere"]], ids=["bare", "run=", "+run="])
 def test_evaluate_without_a_model_refuses_before_anything_is_made(tmp_path, words):
     done = snc_cmd(*words, cwd=tmp_path, module="snc.evaluate")
     assert done.returncode == 2, done.stderr[-2000:]
@@ -209,32 +209,60 @@ def test_evaluate_of_a_checkpoint_logs_a_new_eval_run(make_cfg, fake_wandb):
     assert init["job_type"] == "eval" and init["id"] is None
 
 
-def test_online_without_credentials_falls_back_to_offline(make_cfg, fake_wandb, caplog):
-    run(make_cfg(*FAST, "epochs=1", "logger=wandb", "logger.wandb.mode=online"))
+def test_online_without_credentials_falls_back_to_offline(fake_wandb, tmp_path, caplog):
+    from snc.tracking.wandb import WandbTracker
+
+    tracker = WandbTracker(tmp_path, project="p", mode="online")
+    assert tracker.start({}, name="r", group="g", job_type="basic", tags=[]) == "fake1"
     assert fake_wandb["inits"][0]["mode"] == "offline"
     warned = [r.getMessage() for r in caplog.records if "credentials" in r.getMessage()]
     assert len(warned) == 1 and "wandb sync" in warned[0]
+    assert json.loads((tmp_path / "wandb.json").read_text())["mode"] == "offline"
 
 
-def test_online_with_credentials_stays_online(make_cfg, fake_wandb, monkeypatch):
+def test_online_with_credentials_stays_online(fake_wandb, tmp_path, monkeypatch):
+    from snc.tracking.wandb import WandbTracker
+
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    run(make_cfg(*FAST, "epochs=1", "logger=wandb", "logger.wandb.mode=online"))
+    WandbTracker(tmp_path, project="p", mode="online").start(
+        {}, name="r", group="g", job_type="basic", tags=[])
     assert fake_wandb["inits"][0]["mode"] == "online"
 
 
 # ------------------------------------------------------------------ Hydra-level mistakes
 
 
-@pytest.mark.parametrize("words,message", [
+HYDRA_MISTAKES = [
     (["sn=true"], "sn takes off|on|se; got 'true'"),
     (["cnn.prob=0.3"], "unknown key 'cnn.prob'; did you mean cn.prob"),
     (["run_dir=x"], "unknown key 'run_dir'"),
     (["cn.prob=0.3"], "cn.prob is an option of cn=on: add cn=on"),
     (["cn=on", "cn.prob=abc"], "cn.prob takes a float; got 'abc'"),
     (["dataset=cifar"], "dataset takes cifar10, cifar100"),
-    (["dataset=npz"], "dataset.path is required for dataset=npz"),
     (["shifts=a,b"], "shifts=a,b: a list is written in brackets, shifts=[a,b]"),
     (["+bad"], "cannot read the override '+bad'"),
+]
+
+
+@pytest.mark.parametrize("words,message", HYDRA_MISTAKES)
+def test_hydra_composition_errors_are_explained(words, message):
+    """What Hydra raises while composing (the same exceptions as under @hydra.main) becomes
+    snc's message; the end-to-end exit code and single line are checked below."""
+    from hydra import compose, initialize_config_dir
+
+    from snc.cli.launch import explain
+
+    with pytest.raises(Exception) as caught:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            compose("train", overrides=words)
+    said = explain(caught.value, words, Path(CONFIG_DIR), "train")
+    assert said is not None and message in said and "+" + words[-1] not in said
+
+
+@pytest.mark.parametrize("words,message", [
+    (["sn=true"], "sn takes off|on|se; got 'true'"),
+    (["cnn.prob=0.3"], "unknown key 'cnn.prob'; did you mean cn.prob"),
+    (["dataset=npz"], "dataset.path is required for dataset=npz"),
     (["epochs=abc"], "epochs takes a whole number >= 1; got 'abc'"),
 ])
 def test_hydra_level_mistakes_get_one_line_and_exit_2(tmp_path, words, message):
@@ -259,6 +287,7 @@ def test_a_shift_given_without_brackets_is_one_shift():
     assert shift_list(["corrupted", "cifar10_1"]) == ["corrupted", "cifar10_1"]
 
 
+@pytest.mark.slow  # the parsing itself: test_a_shift_given_without_brackets_is_one_shift
 def test_evaluate_shift_without_brackets(make_cfg):
     results = run(make_cfg(*FAST, "epochs=1", "evaluate.shifts=corrupted_bar"))
     assert list(results["shifts"]) == ["synthetic_c_bar"]

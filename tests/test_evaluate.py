@@ -320,8 +320,12 @@ def test_corrupted_blocks_stream_one_ahead_with_exact_counts(finished, make_cfg,
         assert again[key] == results[key]
 
 
-def test_evaluate_amp_is_checked_and_used(make_cfg):
+def test_evaluate_amp_is_checked(make_cfg):
     with pytest.raises(ConfigError, match="evaluate.amp='fp8'"):
         run(make_cfg("evaluate.amp=fp8"))
+
+
+@pytest.mark.slow
+def test_evaluate_amp_bf16_runs(make_cfg):
     results = run(make_cfg(*FAST, "epochs=1", "evaluate.amp=bf16"))
     assert 0 <= results["clean/error"] <= 100 and 0 <= results["mce"] <= 100
