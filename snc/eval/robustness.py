@@ -9,7 +9,7 @@ mode, and reported in percent.
 - ImageNet-C: ``CE_c = sum_s E(c, s) / sum_s E_AlexNet(c, s)``, ``mce`` = mean of the 15 CE_c
   (x100); ``relative_mce`` uses ``E(c, s) - E_clean`` over AlexNet's ``E(c, s) - 43.478``.
 
-Metric names follow DESIGN.md: ``clean/error``, ``corruption/<name>/s<k>/error``,
+Metric names (docs/architecture.md): ``clean/error``, ``corruption/<name>/s<k>/error``,
 ``corruption/<name>/error``, ``mce``, ``relative_mce``.
 """
 

@@ -1,7 +1,7 @@
 """Masked 1-D statistics: SelfNorm and CrossNorm on padded token sequences.
 
 Paper: Tang et al., ICCV 2021, Sec. 4.3 (Table 4): SN and CN sit between the GloVe embedding and
-the convolutions of a TextCNN. The paper gives no code; the design (reference wave2.md Sec. 3.3)
+the convolutions of a TextCNN. The paper gives no code; the design chosen here
 is the ``(N, C, L)`` layout with **channel = embedding dimension** and **spatial = token
 positions**, so the statistics are per review and per embedding dimension over its tokens.
 
@@ -13,7 +13,8 @@ What this module adds to :mod:`snc.ops.stats`, :mod:`snc.ops.crossnorm` and
   here equals its unmasked counterpart exactly (tested), i.e. padding is treated as part of the
   map, as the official 4-D ops would treat it.
 * a 1-D crop: a **token span per review** instead of the official one-box-per-batch sampler
-  (fed ``(N, C, L, 1)`` the official sampler never terminates, wave2.md Sec. 3.3). The span
+  (fed ``(N, C, L, 1)`` the official sampler never terminates: no box of a 1-wide map passes
+  the area threshold). The span
   ratio ``lam ~ Beta(beta, beta)``; the span is ``centre +- int(len * lam) // 2`` around a
   uniform integer centre, clipped to the review, accepted when ``span / len > t`` (the 1-D
   analogue of the official area ratio: the "area" of a span is its length). Each review draws
