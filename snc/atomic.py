@@ -33,6 +33,16 @@ class DiskFull(OSError):
 
 
 def _umask() -> int:
+    """The process umask. Read from ``/proc/self/status`` where Linux gives it: setting and
+    restoring it (the portable way) would let a file made by another thread meanwhile get
+    mode 0666."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
