@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple, Type, Union
+from typing import Any, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -141,10 +141,35 @@ def placement(cfg: DictConfig) -> Placement:
         raise ConfigError(str(err)) from None
 
 
-def unit_options(cfg: DictConfig) -> Tuple[Optional[SNOptions], Optional[CrossNormOptions],
-                                           Placement]:
-    """``(sn, cn, placement)`` of a composed config, validated (ConfigError naming the fix)."""
-    return sn_options(cfg), cn_options(cfg), placement(cfg)
+class Units(NamedTuple):
+    """The typed unit options of one run, parsed once (:func:`unit_options`) and handed to the
+    model builders unchanged."""
+
+    sn: Optional[SNOptions]
+    cn: Optional[CrossNormOptions]
+    placement: Placement
+
+    @property
+    def label(self) -> str:
+        """The method label: :func:`unit_label` of these options."""
+        return unit_label(self.sn, self.cn)
+
+
+def unit_label(sn: Optional[SNOptions], cn: Optional[CrossNormOptions]) -> str:
+    """``basic``, ``sn``, ``se``, ``cn``, ``sncn`` or ``secn``: the units a model holds, the one
+    spelling of a method in run names, W&B ``job_type`` and report rows."""
+    name = ""
+    if sn is not None:
+        name = "se" if isinstance(sn, SqueezeExcitationOptions) else "sn"
+    if cn is not None:
+        name += "cn"
+    return name or "basic"
+
+
+def unit_options(cfg: DictConfig) -> Units:
+    """``(sn, cn, placement)`` of a composed config, validated (ConfigError naming the fix).
+    A task parses them once, in :class:`snc.tasks.base.Task`, as ``task.units``."""
+    return Units(sn_options(cfg), cn_options(cfg), placement(cfg))
 
 
 def compose_config(overrides: Sequence[str] = (), config_dir: Optional[Path] = None

@@ -41,24 +41,16 @@ def run_line(run_dir: Path, resumed: str) -> str:
     return f"[snc] {resumed} run: {run_dir}"
 
 
-def header(cfg: DictConfig, meta: Mapping[str, Any], *, world: int) -> List[str]:
-    """The header's other two lines, once the model is built: what is trained; how."""
-    units = []
-    if meta.get("sn_units") or meta.get("se_units"):
-        sn = cfg.sn
-        units.append(f"SE x{meta['se_units']} (reduction {sn.reduction})" if sn.name == "se"
-                     else f"SN x{meta['sn_units']} (gates {sn.gates})")
-    if meta.get("cn_units"):
-        cn = cfg.cn
-        units.append(f"CN x{meta['cn_units']} ({cn.mode}, crop {cn.crop}, active_num "
-                     f"{cn.active_num}, prob {cn.prob})")
+def header(cfg: DictConfig, meta: Mapping[str, Any], *, units: str, world: int) -> List[str]:
+    """The header's other two lines, once the model is built: what is trained (``units``: the
+    task's :meth:`~snc.tasks.base.Task.units_text`); how."""
     length = (f"{cfg.max_steps} steps" if cfg.get("max_steps") is not None
               else f"{cfg.epochs} epochs")
     place = meta.get("position", "default")
     return [
         f"      {meta['task']} | {meta['dataset']} | {meta['backbone']} | {meta['method']}"
         f" at {place} | {meta['num_params']:,} parameters",
-        f"      {', '.join(units) or 'no SN/CN units'} | {length}, batch {cfg.batch_size} | "
+        f"      {units} | {length}, batch {cfg.batch_size} | "
         f"{meta['device']}" + (f" x {world} processes" if world > 1 else ""),
     ]
 

@@ -30,12 +30,9 @@ from snc.engine.runner import validate
 from snc.engine.schedule import fixmatch_factor
 from snc.errors import ConfigError
 from snc.models import build_model, count_parameters, count_units
+from snc.ops import RowCrossNorm
 from snc.tasks.base import RunContext
-from snc.tasks.fixmatch import (
-    FixMatchTask,
-    ModelEMA,
-    RowCrossNorm,
-)
+from snc.tasks.fixmatch import FixMatchTask, ModelEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configs")
@@ -431,7 +428,7 @@ def test_fig4_presets_cover_the_grid_and_build():
         task = validate(cfg)  # the engine's checks, then FixMatchTask(cfg)
         assert isinstance(task, FixMatchTask)
         with torch.device("meta"):
-            model = task.build_network(10, 0)
+            model = task.build_model()
         cn = count_units(model)["cn"]
         if name == "fixmatch_demo":
             continue

@@ -459,8 +459,8 @@ def test_task_validates_options(seg_cfg):
                        "position.sn=post_residual"))
     assert task.method() == "sncn" and task.monitor == ("source/miou_center", "max")
     assert task.run_name() == "generated2generated_target-fcn50-sncn-style-a1-p0.5"
-    assert task.unit_kwargs()["sn_position"] == "post_residual"
-    assert task.unit_kwargs()["cn_position"] == "post_addition"
+    assert task.unit_placement().sn == "post_residual"
+    assert task.unit_placement().cn == "post_addition"
 
 
 def test_task_trains_evaluates_and_reports(seg_cfg, tmp_path):
@@ -539,12 +539,12 @@ def test_presets_compose_and_validate(make_cfg, preset):
     if preset != "segment_demo":
         assert cfg.batch_size == 16 and cfg.epochs == 80 and cfg.optimizer.lr == 0.01
         assert cfg.dataset.subset == 0.25 and cfg.task.crop == 713
-    kw = task.unit_kwargs()
+    place, cn = task.unit_placement(), task.units.cn
     if "sn" in expected:
-        assert kw["sn_position"] == "post_residual"
+        assert place.sn == "post_residual"
     if "cn" in expected:
-        assert kw["cn_position"] == "post_addition" and kw["crop"] == "style"
-        assert kw["active_num"] == 1 and kw["prob"] == 0.5 and kw["mode"] == "two_instance"
+        assert place.cn == "post_addition" and cn.crop == "style"
+        assert cn.active_num == 1 and cn.prob == 0.5 and cn.mode == "two_instance"
 
 
 @pytest.mark.parametrize("preset", ["table3_sncn", "table3_cn", "segment_demo"])

@@ -263,7 +263,8 @@ class _KekEMA:
 
 def bench_fixmatch(argv: Sequence[str]) -> int:
     from snc.data.datasets import get_source
-    from snc.tasks.fixmatch import FixMatchTask, RowCrossNorm
+    from snc.ops import RowCrossNorm
+    from snc.tasks.fixmatch import FixMatchTask
 
     cfg = compose("fixmatch", argv, ["evaluate_corruptions=false"])
     device = select_device(str(cfg.device))
@@ -304,10 +305,8 @@ def bench_fixmatch(argv: Sequence[str]) -> int:
             batch_size=b * mu, shuffle=True, **common)
         lab_iter = forever(lambda: iter(lab_loader))
         unl_iter = forever(lambda: iter(unl_loader))
-        ref_model = use_official_ops(task.build_network(task.num_classes, int(cfg.seed))
-                                     ).to(device)
-        ref_ema = _KekEMA(task.build_network(task.num_classes, int(cfg.seed)).to(device),
-                          o.ema_decay)
+        ref_model = use_official_ops(task.build_model()).to(device)
+        ref_ema = _KekEMA(task.build_model().to(device), o.ema_decay)
         ref_opt = optimizer_for(cfg, task.param_groups(ref_model))
         ref_ctrl = ref_model.cn_controller
 

@@ -505,7 +505,7 @@ def _execute(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
     # runs that differ only by seed share a setting_hash (the report pools them as seeds)
     meta["setting_hash"] = config_hash(cfg, identity, drop=("seed",))
     meta["sweep"] = _sweep_choice()
-    for line in console.header(cfg, meta, world=info.world):
+    for line in console.header(cfg, meta, units=task.units_text(meta), world=info.world):
         log.info(line)
     trackers = _start_trackers(r, meta)
     if r.step > 0:  # resumed: the trackers get the history the local file holds

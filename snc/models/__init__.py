@@ -11,6 +11,7 @@ from snc.models.attach import attach, list_adapters, supported_positions
 from snc.models.base import Backbone
 from snc.models.registry import (
     BackboneSpec,
+    attach_controller,
     build_model,
     count_parameters,
     count_units,
@@ -25,6 +26,7 @@ __all__ = [
     "BackboneSpec",
     "UnitFactory",
     "attach",
+    "attach_controller",
     "build_model",
     "count_parameters",
     "count_units",

@@ -212,8 +212,10 @@ def build_model(
 
 def attach_controller(model: nn.Module, cn_opts: Optional[CrossNormOptions], seed: int,
                       where: str) -> nn.Module:
-    """Sets ``model.cn_controller`` over the CrossNorm units of ``model`` (network order);
-    shared by :func:`build_model` and :func:`snc.models.attach`.
+    """Sets ``model.cn_controller`` over the CrossNorm units of ``model`` (network order): the
+    one controller constructor, for :func:`build_model`, :func:`snc.models.attach`, TextCNN and
+    FixMatch's row-restricted units. Without CN options the controller holds no unit and never
+    draws.
 
     Raises:
         ValueError: ``cn_opts`` is set but ``model`` has no CrossNorm unit (``where`` says
@@ -225,7 +227,7 @@ def attach_controller(model: nn.Module, cn_opts: Optional[CrossNormOptions], see
     model.cn_controller = CrossNormController(
         cn_units,
         active_num=cn_opts.active_num if cn_units else 1,
-        prob=cn_opts.prob if cn_opts is not None else 0.5,
+        prob=cn_opts.prob if cn_opts is not None else 0.0,
         seed=seed,
     )
     return model

@@ -6,7 +6,13 @@ dataclasses) that the config schemas, ``build_model`` and the units share.
 """
 
 from snc.ops.cnsn import CNSN, CrossNormController, find_cross_norm_units
-from snc.ops.crossnorm import CrossNorm, cross_norm, sample_box, sample_cross_norm_args
+from snc.ops.crossnorm import (
+    CrossNorm,
+    RowCrossNorm,
+    cross_norm,
+    sample_box,
+    sample_cross_norm_args,
+)
 from snc.ops.options import (
     CROPS,
     MODES,
@@ -30,6 +36,7 @@ __all__ = [
     "MODES",
     "ORDERS",
     "Placement",
+    "RowCrossNorm",
     "SELFNORM_EPS",
     "SelfNorm",
     "SelfNormOptions",

@@ -410,3 +410,27 @@ class CrossNorm(nn.Module):
     def extra_repr(self) -> str:
         o = self.options
         return f"mode={o.mode}, crop={o.crop}, beta={o.beta}, threshold={o.threshold}"
+
+
+class RowCrossNorm(CrossNorm):
+    """A CrossNorm unit that, when ``row_start`` is set, acts on ``x[row_start:]`` only.
+
+    FixMatch + CN (paper Fig. 4) restyles only part of its concatenated batch (e.g. the strong
+    views): the task sets ``row_start`` for each forward. Content rows and partner rows are
+    then both taken from ``x[row_start:]``; the rows before it are returned unchanged. With
+    ``row_start=None`` it is the plain CrossNorm.
+    """
+
+    row_start: Optional[int] = None
+
+    @classmethod
+    def from_unit(cls, unit: CrossNorm) -> "RowCrossNorm":
+        new = cls(unit.options, eps=unit.eps)
+        new.train(unit.training)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        start = self.row_start
+        if start is None or not (self.training and self.active):
+            return super().forward(x)
+        return torch.cat([x[:start], super().forward(x[start:])])

@@ -8,7 +8,9 @@ best/last bookkeeping, ``results.json`` and the summary line — belongs to :mod
 
 The engine calls, in this order::
 
-    task = TaskClass(cfg)               # validate options; no file is written, nothing is built
+    task = TaskClass(cfg)               # validate options (task.units: the unit options, parsed
+                                        # once; build_model checked on the meta device); no file
+                                        # is written, nothing is built
     task.fetch()                        # download missing inputs (dataset.download=true)
     task.identity()                     # load + check the inputs; their digests join the run hash
     task.run_name()                     # readable part of the run directory's name
@@ -93,7 +95,9 @@ class Task:
         from snc.config import unit_options
 
         self.cfg = cfg
-        unit_options(cfg)  # the SN/CN/position options, checked before anything is built
+        # the SN/CN/position options, parsed and checked once per run, before anything is
+        # built; every builder of the task reads them from here
+        self.units = unit_options(cfg)
         self.check_augment()
         self.model: Optional[nn.Module] = None
         self.train: Any = None
@@ -118,8 +122,10 @@ class Task:
         return {}
 
     def method(self) -> str:
-        """Short method label (W&B ``job_type``): e.g. ``basic``, ``sn``, ``cn``, ``sncn``."""
-        return "basic"
+        """Short method label (W&B ``job_type``): the units' label (``basic``, ``sn``, ``se``,
+        ``cn``, ``sncn``, ``secn``: :func:`snc.config.unit_label`); tasks append their own
+        parts (e.g. ``-augmix``)."""
+        return self.units.label
 
     augments: ClassVar[bool] = False
     """Whether the task applies the ``augment`` option (the Table 1 baselines); a task that
@@ -139,11 +145,10 @@ class Task:
         ``active_num`` and ``prob``, IBN) and the preset's published cells."""
         from omegaconf import OmegaConf
 
-        from snc.config import unit_options
         from snc.models import count_units
 
         cfg = self.cfg
-        _, cn, placement = unit_options(cfg)
+        _, cn, placement = self.units
         units = count_units(model)
         paper = cfg.get("paper") or {}
         return {
@@ -161,7 +166,41 @@ class Task:
                                if paper.get("official") else None),
         }
 
+    def units_text(self, meta: Mapping[str, Any]) -> str:
+        """The units of the built model for the run header, from the parsed options and the
+        unit counts of :meth:`describe` (in ``meta``), e.g. ``SN x16 (gates 1), CN x16
+        (two_instance, crop neither, active_num 1, prob 0.5)``."""
+        from snc.ops import SqueezeExcitationOptions
+
+        sn, cn, _ = self.units
+        parts = []
+        if isinstance(sn, SqueezeExcitationOptions) and meta.get("se_units"):
+            parts.append(f"SE x{meta['se_units']} (reduction {sn.reduction})")
+        elif sn is not None and meta.get("sn_units"):
+            parts.append(f"SN x{meta['sn_units']} (gates {sn.gates})")
+        if cn is not None and meta.get("cn_units"):
+            parts.append(f"CN x{meta['cn_units']} ({cn.mode}, crop {cn.crop}, active_num "
+                         f"{cn.active_num}, prob {cn.prob})")
+        return ", ".join(parts) or "no SN/CN units"
+
     # ----- building --------------------------------------------------------------------------
+    def build_model(self, *, pretrained: bool = True) -> nn.Module:
+        """The task's network with the units of ``self.units`` and its controller, on the
+        current default device. ``pretrained=False`` skips every weight file and download
+        (the structure check below, and builds whose weights come from a checkpoint)."""
+        raise NotImplementedError
+
+    def check_model(self) -> None:
+        """Builds the model's structure on the meta device (no memory, no weights, no draws):
+        an unknown position, bad blocks or too large an ``active_num`` fail as a
+        :class:`ConfigError` before any file is written. Each task calls it at the end of its
+        ``__init__``, once its own options are read."""
+        try:
+            with torch.device("meta"):
+                self.build_model(pretrained=False)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
     def setup(self, ctx: RunContext) -> None:
         """Builds ``self.train``, the evaluation data and ``self.model`` (on ``ctx.device``)."""
         raise NotImplementedError

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from snc.augment.baselines import BatchAugment, check_options
-from snc.config import unit_options
+from snc.config import Units, unit_options
 from snc.data.datasets import (
     Data,
     Source,
@@ -42,22 +42,17 @@ from snc.eval.suite import ShiftSuite
 from snc.models import attach, build_model
 from snc.models.attach.core import check_input_size
 from snc.models.attach.hub import SOURCES, hub_model_of
-from snc.ops import SqueezeExcitationOptions
 from snc.tasks import objectives
 from snc.tasks.base import RunContext, Task, register_task
 
 log = logging.getLogger("snc")
 
 
-def method_name(cfg: DictConfig) -> str:
-    """basic / sn / se / cn / sncn (+augmix, +consistency): the W&B job_type."""
-    sn, cn, _ = unit_options(cfg)
-    name = ""
-    if sn is not None:
-        name += "se" if isinstance(sn, SqueezeExcitationOptions) else "sn"
-    if cn is not None:
-        name += "cn"
-    name = name or "basic"
+def method_name(cfg: DictConfig, units: Optional[Units] = None) -> str:
+    """The units' label (:func:`snc.config.unit_label`) + ``-augmix``, ``-consistency`` and
+    ``-<augment>``: the W&B job_type. ``units``: the run's parsed options (parsed from ``cfg``
+    when not given)."""
+    name = (units or unit_options(cfg)).label
     if cfg.augmix.enabled:
         name += "-augmix"
     if cfg.objective.name == "consistency":
@@ -74,13 +69,14 @@ def augment_name(cfg: DictConfig) -> str:
     return "none" if augment is None else str(augment.get("name", "none"))
 
 
-def build_network(cfg: DictConfig, num_classes: int, pretrained: bool = True
-                  ) -> torch.nn.Module:
-    """The model of ``cfg``: backbone, SN/SE/CN units from the typed options, the controller
-    (and the ``backbone.pretrained`` weights unless ``pretrained=False``). ``backbone=torchvision``
-    / ``timm``: the named network (``backbone.weights`` loaded before the units exist, unless
+def build_network(cfg: DictConfig, num_classes: int, pretrained: bool = True,
+                  units: Optional[Units] = None) -> torch.nn.Module:
+    """The model of ``cfg``: backbone, SN/SE/CN units from the typed options ``units`` (a run's
+    ``task.units``; parsed from ``cfg`` when not given), the controller (and the
+    ``backbone.pretrained`` weights unless ``pretrained=False``). ``backbone=torchvision`` /
+    ``timm``: the named network (``backbone.weights`` loaded before the units exist, unless
     ``pretrained=False``) with the units attached by block family."""
-    sn, cn, placement = unit_options(cfg)
+    sn, cn, placement = units or unit_options(cfg)
     if cfg.backbone.get("source") in SOURCES:  # backbone=torchvision | timm: units attached
         model = attach(hub_model_of(cfg.backbone, num_classes, pretrained), sn=sn, cn=cn,
                        placement=placement, seed=cfg.seed)
@@ -116,8 +112,7 @@ class Classify(Task):
             raise ConfigError(f"ibn={cfg.ibn.name} applies to ImageNet ResNets "
                               f"(backbone=resnet50); {cfg.backbone.name} has no IBN variant: "
                               "use ibn=none")
-        _, cn, _ = unit_options(cfg)
-        self.cn_options = cn
+        cn = self.units.cn
         self.augment = augment_name(cfg)
         self.augment_options = (OmegaConf.to_container(cfg.augment, resolve=True)
                                 if self.augment != "none" else {})
@@ -134,13 +129,7 @@ class Classify(Task):
             augmix_joint_cn=bool(cn.augmix_joint) if cn is not None else False)
         self.data: Optional[Data] = None
         self.source: Optional[Source] = None
-        # the model's structure on the meta device (no memory, no RNG): an unknown position,
-        # bad blocks or too large an active_num fail here, before any file is written
-        try:
-            with torch.device("meta"):
-                build_network(cfg, int(cfg.dataset.get("num_classes") or 10), pretrained=False)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        self.check_model()
         # every shift of evaluate.shifts known and fitting the model, before anything is written
         self.suite = ShiftSuite(cfg, int(cfg.dataset.get("num_classes") or 10))
         self.run_dir: Optional[Path] = None
@@ -161,13 +150,18 @@ class Classify(Task):
         cfg = self.cfg
         name = (f"{cfg.dataset.name}-{cfg.backbone.name}-{self.method()}-"
                 f"{cfg.position.name or 'default'}")
-        if self.cn_options is not None:
-            cn = self.cn_options
+        cn = self.units.cn
+        if cn is not None:
             name += f"-{cn.crop}-a{cn.active_num}-p{cn.prob}"
         return name
 
     def method(self) -> str:
-        return method_name(self.cfg)
+        return method_name(self.cfg, self.units)
+
+    def build_model(self, *, pretrained: bool = True) -> torch.nn.Module:
+        num_classes = (self.data.num_classes if self.data is not None
+                       else int(self.cfg.dataset.get("num_classes") or 10))
+        return build_network(self.cfg, num_classes, pretrained, units=self.units)
 
     def identity(self) -> Dict[str, Any]:
         if self.source is None:  # not fetched: read what is there, download nothing
@@ -183,7 +177,8 @@ class Classify(Task):
     def setup(self, ctx: RunContext) -> None:
         data = build_data(self.cfg, ctx.device, progress=ctx.progress, rank=ctx.rank,
                           world=ctx.world, source=self.source)
-        self.model = build_network(self.cfg, data.num_classes).to(ctx.device)
+        self.data = data
+        self.model = self.build_model().to(ctx.device)
         if data.corrupted is not None:
             c = data.corrupted
             log.info("%s corrupted test set: %s (%d corruptions x 5 severities)",

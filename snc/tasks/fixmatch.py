@@ -50,7 +50,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snc.config import unit_options
 from snc.data.fixmatch import (
     STRONG,
     FixMatchBatch,
@@ -66,8 +65,8 @@ from snc.eval.robustness import (
     error_percent,
     evaluate_corruptions,
 )
-from snc.models import build_model
-from snc.ops import CNSN, CrossNorm, CrossNormController, find_cross_norm_units
+from snc.models import attach_controller, build_model
+from snc.ops import CNSN, CrossNorm, CrossNormOptions, RowCrossNorm, find_cross_norm_units
 from snc.tasks.base import Logs, RunContext, Task, register_task
 
 CN_APPLY_TO = ("all", "unlabeled", "strong")
@@ -161,32 +160,10 @@ class FixMatchOptions:
 
 # ----- CrossNorm restricted to rows -----------------------------------------------------------
 
-class RowCrossNorm(CrossNorm):
-    """A CrossNorm unit that, when ``row_start`` is set, acts on ``x[row_start:]`` only.
-
-    Content rows and partner rows are then both taken from ``x[row_start:]``; the rows before
-    it are returned unchanged. With ``row_start=None`` it is the plain CrossNorm.
-    """
-
-    row_start: Optional[int] = None
-
-    @classmethod
-    def from_unit(cls, unit: CrossNorm) -> "RowCrossNorm":
-        new = cls(unit.options, eps=unit.eps)
-        new.train(unit.training)
-        return new
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        start = self.row_start
-        if start is None or not (self.training and self.active):
-            return super().forward(x)
-        return torch.cat([x[:start], super().forward(x[start:])])
-
-
-def restrict_cross_norm(model: nn.Module, active_num: int, prob: float, seed: int
+def restrict_cross_norm(model: nn.Module, options: CrossNormOptions, seed: int
                         ) -> List[RowCrossNorm]:
-    """Replaces every CrossNorm of ``model``'s CNSN units by a :class:`RowCrossNorm` and gives
-    the model a new controller over them (same ``active_num``, ``prob`` and seed)."""
+    """Replaces every CrossNorm of ``model``'s CNSN units by a :class:`~snc.ops.RowCrossNorm`
+    and gives the model a new controller over them (the same options and seed)."""
     for unit in model.modules():
         if isinstance(unit, CNSN) and isinstance(unit.cn, CrossNorm) \
                 and not isinstance(unit.cn, RowCrossNorm):
@@ -194,8 +171,7 @@ def restrict_cross_norm(model: nn.Module, active_num: int, prob: float, seed: in
     units = find_cross_norm_units(model)
     if not all(isinstance(u, RowCrossNorm) for u in units):  # pragma: no cover - bare CN
         raise ValueError("a CrossNorm module outside a CNSN unit cannot be row-restricted")
-    model.cn_controller = CrossNormController(units, active_num=active_num if units else 1,
-                                              prob=prob, seed=seed)
+    attach_controller(model, options, seed, "the FixMatch network")
     return units  # type: ignore[return-value]
 
 
@@ -257,11 +233,8 @@ class FixMatchTask(Task):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.opts = FixMatchOptions.from_cfg(cfg)
-        self.sn_opts, self.cn_opts, self.placement = unit_options(cfg)
-        # backbone, position, blocks and cn.active_num are checked on a structure-only build
-        # (meta device: no memory, no init cost), so they too fail before anything is built
-        with torch.device("meta"):
-            self.build_network(int(cfg.dataset.get("num_classes") or 10), 0)
+        self.num_classes = int(cfg.dataset.get("num_classes") or 10)  # the data's, once set up
+        self.check_model()
         self.history: List[float] = []  # periodic EMA clean errors (%)
         self.history_steps: List[int] = []  # the step of each
         self.step = 0
@@ -271,34 +244,31 @@ class FixMatchTask(Task):
         self.corrupted = None
 
     # ----- identity --------------------------------------------------------------------------
-    def method(self) -> str:
-        sn, cn = self.sn_opts is not None, self.cn_opts is not None
-        return {(False, False): "basic", (True, False): "sn", (False, True): "cn",
-                (True, True): "sncn"}[(sn, cn)]
-
     def run_name(self) -> str:
         o = self.opts
         variant = "ra" if o.strong == "randaugment" else "wa"
-        cn = f"-cn_{o.cn_apply_to}" if self.cn_opts is not None else ""
-        sn = "-sn" if self.sn_opts is not None else ""
+        sn = f"-{self.units.label[:2]}" if self.units.sn is not None else ""  # -sn or -se
+        cn = f"-cn_{o.cn_apply_to}" if self.units.cn is not None else ""
         return (f"fixmatch-{self.cfg.dataset.name}-{self.cfg.backbone.name}-{o.labels}labels-"
                 f"{variant}{sn}{cn}")
 
     # ----- building --------------------------------------------------------------------------
-    def build_network(self, num_classes: int, seed: int) -> nn.Module:
-        """The backbone with the configured SN/CN units (CN row-restricted where asked)."""
+    def build_model(self, *, pretrained: bool = True) -> nn.Module:
+        """The backbone with the configured SN/CN units (CN row-restricted where asked); no
+        weights to load (``pretrained`` is unused)."""
         from omegaconf import OmegaConf
 
         overrides = self.cfg.backbone.get("overrides")
         overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
-        cn = self.cn_opts
+        sn, cn, placement = self.units
+        seed = int(self.cfg.seed)
         try:
-            model = build_model(self.cfg.backbone.name, num_classes, sn=self.sn_opts, cn=cn,
-                                placement=self.placement, seed=seed, **overrides)
+            model = build_model(self.cfg.backbone.name, self.num_classes, sn=sn, cn=cn,
+                                placement=placement, seed=seed, **overrides)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         if cn is not None and self.opts.cn_apply_to != "all":
-            restrict_cross_norm(model, cn.active_num, cn.prob, seed)
+            restrict_cross_norm(model, cn, seed)
         return model
 
     def setup(self, ctx: RunContext) -> None:
@@ -322,8 +292,8 @@ class FixMatchTask(Task):
                        seed=o.label_seed, num_classes=num_classes)
         # the network first, right after the engine's seeding: its init does not depend on
         # what the data preparation (e.g. generating a corrupted set) draws or does
-        self.model = self.build_network(num_classes, ctx.seed).to(ctx.device)
-        replica = self.build_network(num_classes, ctx.seed).to(ctx.device)
+        self.model = self.build_model().to(ctx.device)
+        replica = self.build_model().to(ctx.device)
         self.ema = ModelEMA(self.model, o.ema_decay, replica)
         mean, std = list(d.mean), list(d.std)
         self.train = FixMatchStream(xtr, ytr, self.labeled_indices, batch_size=int(cfg.batch_size),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -38,7 +39,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from snc.config import unit_options
 from snc.data.segmentation.base import (
     PairDataset,
     SegmentationDataError,
@@ -63,7 +63,7 @@ from snc.distributed import barrier
 from snc.errors import ConfigError
 from snc.eval.segmentation import colorized_panel, evaluate_segmentation, metric_dict
 from snc.models import count_parameters
-from snc.ops.options import SelfNormOptions, SqueezeExcitationOptions
+from snc.ops.options import Placement
 from snc.tasks.base import Logs, RunContext, Task, register_task
 
 log = logging.getLogger("snc")
@@ -87,15 +87,15 @@ class SegmentTask(Task):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
         t, d = cfg.task, cfg.dataset
-        self.sn_opts, self.cn_opts, self.placement = unit_options(cfg)
+        place = self.units.placement
         if cfg.backbone.name != "resnet50":
             raise ConfigError(f"task=segment builds FCN on resnet50; got backbone="
                               f"{cfg.backbone.name}: use backbone=resnet50")
         ibn = str(cfg.ibn.name)
         if ibn not in ("none", "a", "b"):
             raise ConfigError(f"ibn={ibn!r}; choose none, a or b")
-        for what, pos in (("position", self.placement.name), ("position.sn", self.placement.sn),
-                          ("position.cn", self.placement.cn), ("task.sn_position",
+        for what, pos in (("position", place.name), ("position.sn", place.sn),
+                          ("position.cn", place.cn), ("task.sn_position",
                           t.sn_position), ("task.cn_position", t.cn_position)):
             if pos is not None and pos not in RESNET_POSITIONS:
                 raise ConfigError(f"{what}={pos!r} is not a ResNet position; choose one of "
@@ -131,6 +131,7 @@ class SegmentTask(Task):
             raise ConfigError(f"backbone.overrides.width={width} has no ImageNet weights: set "
                               "backbone.init=none (or a checkpoint of that width)")
         self.device = torch.device("cpu")
+        self.check_model()
 
     # ----- identity --------------------------------------------------------------------------
     def _init(self) -> str:
@@ -140,11 +141,7 @@ class SegmentTask(Task):
 
     def method(self) -> str:
         """``basic``, ``sn``, ``cn``, ``sncn`` (``se`` for SE), prefixed ``ibn_a-`` / ``ibn_b-``."""
-        units = ""
-        if self.sn_opts is not None:
-            units = "se" if isinstance(self.sn_opts, SqueezeExcitationOptions) else "sn"
-        if self.cn_opts is not None:
-            units += "cn"
+        units = self.units.label if self.units.label != "basic" else ""
         ibn = f"ibn_{self.cfg.ibn.name}" if self.cfg.ibn.name != "none" else ""
         return "-".join(p for p in (ibn, units) if p) or "basic"
 
@@ -152,8 +149,9 @@ class SegmentTask(Task):
         d = self.cfg.dataset
         target = _get(_get(d, "target"), "name")
         name = f"{d.name}{'2' + str(target) if target else ''}-fcn50-{self.method()}"
-        if self.cn_opts is not None:
-            name += f"-{self.cn_opts.crop}-a{self.cn_opts.active_num}-p{self.cn_opts.prob}"
+        cn = self.units.cn
+        if cn is not None:
+            name += f"-{cn.crop}-a{cn.active_num}-p{cn.prob}"
         return name
 
     # ----- data ------------------------------------------------------------------------------
@@ -265,36 +263,30 @@ class SegmentTask(Task):
             "parameters": count_parameters(self.model), "init": self.init_report})
 
     # ----- model -----------------------------------------------------------------------------
-    def unit_kwargs(self) -> Dict[str, Any]:
-        """:func:`snc.models.build_model` keywords from the typed unit options."""
-        t, place = self.cfg.task, self.placement
-        kw: Dict[str, Any] = {"blocks": place.blocks, "seed": int(self.cfg.seed)}
-        if self.sn_opts is not None:
-            kw["sn_position"] = place.sn or place.name or str(t.sn_position)
-            if isinstance(self.sn_opts, SelfNormOptions):
-                kw.update(sn=True, gates=self.sn_opts.gates)
-            else:
-                kw.update(se=True, se_reduction=self.sn_opts.reduction)
-        if self.cn_opts is not None:
-            c = self.cn_opts
-            kw.update(cn=True, cn_position=place.cn or place.name or str(t.cn_position),
-                      mode=c.mode, crop=c.crop, beta=c.beta, threshold=c.threshold,
-                      self_pairing=c.self_pairing, channel_shuffle=c.channel_shuffle,
-                      active_num=c.active_num, prob=c.prob, order=c.order)
-        return kw
+    def unit_placement(self) -> Placement:
+        """Where the units go: ``position`` (and ``position.sn`` / ``position.cn``) over the
+        task's defaults ``task.sn_position`` / ``task.cn_position`` (Table 3's)."""
+        t, place = self.cfg.task, self.units.placement
+        return dataclasses.replace(place, name=None,
+                                   sn=place.sn or place.name or str(t.sn_position),
+                                   cn=place.cn or place.name or str(t.cn_position))
 
-    def build_model(self) -> nn.Module:
-        """FCN with the configured units, its backbone initialized (``self.init_report``)."""
+    def build_model(self, *, pretrained: bool = True) -> nn.Module:
+        """FCN with the configured units; its backbone initialized (``backbone.init``; the
+        report in ``self.init_report``) unless ``pretrained=False``."""
         from snc.models.segmentation import build_fcn, init_backbone
 
         overrides = _get(self.cfg.backbone, "overrides")
         overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
         try:
             model = build_fcn(int(self.cfg.task.num_classes), ibn=str(self.cfg.ibn.name),
-                              aux=float(self.cfg.task.aux_weight) > 0, **overrides,
-                              **self.unit_kwargs())
+                              aux=float(self.cfg.task.aux_weight) > 0, sn=self.units.sn,
+                              cn=self.units.cn, placement=self.unit_placement(),
+                              seed=int(self.cfg.seed), **overrides)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        if not pretrained:
+            return model
         init = self._init()
         self.init_report = init_backbone(model, init, str(self.cfg.ibn.name))
         if init != "none":

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from snc.config import unit_options
 from snc.data.text.glove import embedding_matrix, load_glove
 from snc.data.text.imdb import HOW_TO_GET as IMDB_HOW_TO_GET
 from snc.data.text.imdb import TextSplit, prepare_imdb, read_imdb, split_train_valid
@@ -111,17 +110,14 @@ class TextTask(Task):
             raise ConfigError(f"task=text trains GloVe + TextCNN, not backbone="
                               f"{cfg.backbone.name}: add backbone=textcnn (the table4_* and "
                               "text_demo presets set it)")
-        self.sn, self.cn, placement = unit_options(cfg)
+        sn, _, placement = self.units
         if placement.name not in POSITIONS or placement.sn not in POSITIONS or \
                 placement.cn not in POSITIONS:
             raise ConfigError("task=text has one unit site, between the embedding and the "
                               "convolutions: use position=default (or position.name=embedding)")
         if placement.blocks != "all":
             raise ConfigError("task=text has no blocks to choose: leave position.blocks=all")
-        if self.cn is not None and int(self.cn.active_num) != 1:
-            raise ConfigError(f"cn.active_num={self.cn.active_num} but TextCNN has one "
-                              "CrossNorm unit; use cn.active_num=1")
-        if self.sn is not None and not isinstance(self.sn, SelfNormOptions):
+        if sn is not None and not isinstance(sn, SelfNormOptions):
             raise ConfigError("task=text supports sn=on or sn=off (no SE variant)")
         sizes = list(task.filter_sizes)
         if not sizes or min(int(s) for s in sizes) < 1:
@@ -138,15 +134,12 @@ class TextTask(Task):
             raise ConfigError(f"dataset.bad_files={data.bad_files!r}; choose error or skip")
         get_tokenizer(str(data.tokenizer))  # fails early when spaCy is asked for but missing
         self.device = torch.device("cpu")
+        self.check_model()
 
     # ----- identity --------------------------------------------------------------------------
-    def method(self) -> str:
-        return ("sn" if self.sn is not None else "") + ("cn" if self.cn is not None else "") \
-            or "basic"
-
     def run_name(self) -> str:
         name = f"{self.cfg.dataset.name}-textcnn-{self.method()}"
-        if not bool(self.cfg.task.mask_padding) and (self.sn or self.cn):
+        if not bool(self.cfg.task.mask_padding) and (self.units.sn or self.units.cn):
             name += "-unmasked"
         return name
 
@@ -239,6 +232,20 @@ class TextTask(Task):
         return {"encoded": encoded, "vocab": vocab, "embeddings": embeddings, "info": info}
 
     # ----- building --------------------------------------------------------------------------
+    def build_model(self, *, pretrained: bool = True, vocab: Optional[Vocab] = None,
+                    embeddings: Optional[torch.Tensor] = None, seed: int = 0) -> nn.Module:
+        """TextCNN with the units of ``self.units`` over ``vocab`` (the structure check: a
+        ``dataset.vocab_size``-row embedding), its embedding loaded from ``embeddings`` (GloVe)
+        unless ``pretrained=False``; ``seed`` seeds the CN controller."""
+        task = self.cfg.task
+        size, pad = ((len(vocab), vocab.pad_idx) if vocab is not None
+                     else (int(self.cfg.dataset.vocab_size), 1))
+        return build_textcnn(
+            size, pad, sn=self.units.sn, cn=self.units.cn, mask_padding=bool(task.mask_padding),
+            embeddings=embeddings if pretrained else None, seed=seed,
+            embedding_dim=int(task.embedding_dim), n_filters=int(task.n_filters),
+            filter_sizes=tuple(int(s) for s in task.filter_sizes), dropout=float(task.dropout))
+
     def setup(self, ctx: RunContext) -> None:
         task = self.cfg.task
         self.device = ctx.device
@@ -252,13 +259,7 @@ class TextTask(Task):
         min_length = max(int(s) for s in task.filter_sizes)
         with torch.random.fork_rng(devices=[]):  # model init independent of the caller's RNG
             torch.manual_seed(seeds[1])
-            model = build_textcnn(
-                len(vocab), vocab.pad_idx, sn=self.sn, cn=self.cn,
-                mask_padding=bool(task.mask_padding), embeddings=built["embeddings"],
-                seed=seeds[3], embedding_dim=int(task.embedding_dim),
-                n_filters=int(task.n_filters),
-                filter_sizes=tuple(int(s) for s in task.filter_sizes),
-                dropout=float(task.dropout))
+            model = self.build_model(vocab=vocab, embeddings=built["embeddings"], seed=seeds[3])
         self.model = model.to(ctx.device)
         seqs, labels = encoded["train"]
         # DDP: rank-strided shards of equal size (equal batch counts, no rank waits on another)

@@ -235,8 +235,9 @@ def network_from_config(cfg: DictConfig, state: Optional[Dict[str, torch.Tensor]
     if cfg.get("task") is not None and cfg.task.get("name", "classify") != "classify":
         raise ConfigError(f"the figures read classifiers; this run is task={cfg.task.name}")
     num_classes = _num_classes(cfg, state or {})
+    units = unit_options(cfg)  # parsed once: the network and the SN position read them
     try:
-        model = build_network(cfg, num_classes, pretrained=False)
+        model = build_network(cfg, num_classes, pretrained=False, units=units)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     if state is not None:
@@ -249,7 +250,7 @@ def network_from_config(cfg: DictConfig, state: Optional[Dict[str, torch.Tensor]
     sites = backbone_sites(cfg.backbone.name, overrides, num_classes)
     install_probes(model, sites)
     freeze(model).to(device)
-    sn, _, placement = unit_options(cfg)
+    sn, _, placement = units
     sn_position = None
     if sn is not None and not isinstance(sn, SqueezeExcitationOptions):
         spec = get_backbone_spec(cfg.backbone.name)

@@ -92,8 +92,9 @@ def build_fcn(num_classes: int = 19, *, ibn: str = "none", width: int = 64, aux:
         ibn: ``none``, ``a`` or ``b`` (IBN-Net variants of the backbone).
         width: backbone stem width (64; smaller for tests and the offline demo).
         aux: the auxiliary head.
-        **unit_kw: :func:`snc.models.build_model` keywords (``sn``, ``cn``, ``sn_position``,
-            ``cn_position``, ``crop``, ``active_num``, ``prob``, ``seed``, ...).
+        **unit_kw: :func:`snc.models.build_model`'s unit arguments: the typed options
+            (``sn``, ``cn``, ``placement``, ``seed``; what ``task=segment`` passes) or their
+            keyword form (``sn=True``, ``cn_position=...``, ``crop=...``).
     """
     backbone = build_model("resnet50", 1000, ibn=ibn, width=width,
                            replace_stride_with_dilation=(False, True, True), **unit_kw)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snc.ops import CrossNormController, find_cross_norm_units
+from snc.models.registry import attach_controller
 from snc.ops.masked import MaskedCNSN, MaskedCrossNorm, MaskedSelfNorm
 from snc.ops.options import CrossNormOptions, SelfNormOptions
 
@@ -73,10 +73,7 @@ class TextCNN(nn.Module):
         self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, n_filters, fs) for fs in filter_sizes)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(len(filter_sizes) * n_filters, 1)
-        units = find_cross_norm_units(self)
-        self.cn_controller = CrossNormController(
-            units, active_num=cn.active_num if (cn is not None and units) else 1,
-            prob=cn.prob if cn is not None else 0.0, seed=seed)
+        attach_controller(self, cn, seed, "TextCNN")
 
     def load_embeddings(self, weights: torch.Tensor) -> None:
         """Copies ``(vocab_size, embedding_dim)`` initial vectors (GloVe) into the embedding."""
