@@ -130,3 +130,100 @@ class Placement:
     @property
     def cn_position(self) -> Optional[str]:
         return self.cn or self.name
+
+
+STYLE_MIXES = ("random", "crossdomain")
+
+
+def check_probability(value: float) -> None:
+    """Raises ValueError unless the apply probability ``style.p`` is in [0, 1]."""
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"style.p must be in [0, 1], got {value}")
+
+
+def check_positive(key: str, value: float) -> None:
+    """Raises ValueError unless ``style.<key>`` is > 0."""
+    if not float(value) > 0.0:
+        raise ValueError(f"style.{key} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class MixStyleOptions:
+    """MixStyle (Zhou et al., ICLR 2021, Sec. 3).
+
+    Attributes:
+        p: probability that a training forward of an active unit mixes styles.
+        alpha: the mixing weight is drawn from Beta(alpha, alpha) per sample.
+        eps: added to the variance before the square root.
+        mix: ``random`` (partner: a random permutation of the batch) or ``crossdomain`` (the
+            batch holds two domains as halves; partners come from the other half).
+    """
+
+    p: float = 0.5
+    alpha: float = 0.1
+    eps: float = 1e-6
+    mix: str = "random"
+
+    def __post_init__(self) -> None:
+        check_probability(self.p)
+        check_positive("alpha", self.alpha)
+        check_positive("eps", self.eps)
+        check_choice("style.mix", self.mix, STYLE_MIXES)
+
+
+@dataclass(frozen=True)
+class DSUOptions:
+    """DSU, domain shifts with uncertainty (Li et al., ICLR 2022, Eqs. 3-8).
+
+    Attributes:
+        p: probability that a training forward of an active unit perturbs the statistics.
+        eps: added to the variances (of the features and of the statistics) before the root.
+        factor: scale of the sampled perturbation (0: the unit is the identity).
+    """
+
+    p: float = 0.5
+    eps: float = 1e-6
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_probability(self.p)
+        check_positive("eps", self.eps)
+        if not float(self.factor) >= 0.0:
+            raise ValueError(f"style.factor must be >= 0, got {self.factor}")
+
+
+@dataclass(frozen=True)
+class EFDMixOptions:
+    """EFDMix (Zhang et al., CVPR 2022): exact feature distribution mixing by sorting.
+
+    Attributes:
+        p: probability that a training forward of an active unit mixes.
+        alpha: the mixing weight is drawn from Beta(alpha, alpha) per sample.
+        mix: ``random`` or ``crossdomain``, as in :class:`MixStyleOptions`.
+    """
+
+    p: float = 0.5
+    alpha: float = 0.1
+    mix: str = "random"
+
+    def __post_init__(self) -> None:
+        check_probability(self.p)
+        check_positive("alpha", self.alpha)
+        check_choice("style.mix", self.mix, STYLE_MIXES)
+
+
+@dataclass(frozen=True)
+class PermutedAdaINOptions:
+    """Permuted AdaIN (Nuriel, Benaim and Wolf, CVPR 2021).
+
+    Attributes:
+        p: probability that a training forward of an active unit swaps statistics.
+        eps: added to the variance before the square root.
+    """
+
+    p: float = 0.01
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        check_probability(self.p)
+        check_positive("eps", self.eps)
