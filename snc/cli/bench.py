@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -203,6 +203,37 @@ def time_shifts(variant: ClassifyStep, images, labels, n: int = 100, n224: int =
           f"per-image rows kept): {evaluated:.0f}")
 
 
+def classify_variants(cfg, device, images, labels, compiled: bool
+                      ) -> Tuple[List[Variant], str, float]:
+    """``plain``, ``+sn``, ``+cn``, ``requested`` (where SN and CN are both on; else the
+    requested one is among the first three), eager (and ``compiled``), and ``reference``;
+    the name of the requested variant and its CN probability."""
+    bench = cfg.get("bench") or {}
+    want = (cfg.sn.name != "off", cfg.cn.name != "off")
+    prob = float(cfg.cn.prob) if want[1] else 0.5
+    switches = {"plain": (False, False), "+sn": (True, False), "+cn": (False, True),
+                "requested": (True, True)}
+    requested = next(n for n, s in switches.items() if s == want)
+    backend = str(bench.get("backend", "inductor"))
+
+    def snc_variant(name: str, comp: bool) -> Variant:
+        def build() -> ClassifyStep:
+            step = ClassifyStep(switched_config(cfg, *switches[name]), device, images, labels,
+                                compiled=comp, backend=backend)
+            if comp:  # the optimizer's state-made recompile falls in the warm-up too
+                step()
+            return step
+        return Variant(name + (" compiled" if comp else ""), build, cfg.batch_size)
+
+    names = [n for n in switches if n != "requested" or requested == "requested"]
+    variants = [snc_variant(n, comp) for comp in ((False, True) if compiled else (False,))
+                for n in names]
+    variants.append(Variant("reference", lambda: ClassifyStep(
+        switched_config(cfg, *want, prob), device, images, labels, reference=True),
+        cfg.batch_size))
+    return variants, requested, prob
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from snc.cli import bench_tasks  # fixmatch / segment / text: snc/cli/bench_tasks.py
@@ -228,29 +259,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.backends.cudnn.benchmark = True
     torch.set_num_threads(torch.get_num_threads())
 
-    want = (cfg.sn.name != "off", cfg.cn.name != "off")
-    prob = float(cfg.cn.prob) if want[1] else 0.5
-    switches = {"plain": (False, False), "+sn": (True, False), "+cn": (False, True),
-                "requested": (True, True)}
-    requested = next((n for n, s in switches.items() if s == want), "requested")
-    compiled = bool(bench.get("compiled", cfg.compile or cuda))
-    backend = str(bench.get("backend", "inductor"))
-
-    def snc_variant(name: str, comp: bool) -> Variant:
-        def build() -> ClassifyStep:
-            step = ClassifyStep(switched_config(cfg, *switches[name]), device, images, labels,
-                                compiled=comp, backend=backend)
-            if comp:  # the optimizer's state-made recompile falls in the warm-up too
-                step()
-            return step
-        return Variant(name + (" compiled" if comp else ""), build, cfg.batch_size)
-
-    names = [n for n in switches if n != "requested" or requested == "requested"]
-    variants = [snc_variant(n, comp) for comp in ((False, True) if compiled else (False,))
-                for n in names]
-    variants.append(Variant("reference", lambda: ClassifyStep(
-        switched_config(cfg, *want, prob), device, images, labels, reference=True),
-        cfg.batch_size))
+    variants, requested, prob = classify_variants(cfg, device, images, labels,
+                                                  bool(bench.get("compiled", cfg.compile or cuda)))
     timings = time_variants(variants, device, steps, warmup)
     report(cfg, device, timings, requested, prob, f"steps={steps} warmup={warmup}")
     snc = timings[requested].step
@@ -260,7 +270,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if bench.get("shifts", True):
         time_shifts(snc, images, labels, n=int(bench.get("shift_images", 100)))
     mean = {name: t.center for name, t in timings.items()}
-    if compiled:
+    if requested + " compiled" in mean:
         print(f"speedup_vs_reference_compiled="
               f"{mean['reference'] / mean[requested + ' compiled']:.3f}")
     print(f"speedup_vs_reference={mean['reference'] / mean[requested]:.3f}")

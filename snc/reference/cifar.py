@@ -20,7 +20,7 @@ import types
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from snc.augment.augmix import OPS
 from snc.ops import SelfNorm
@@ -50,8 +50,6 @@ def use_official_ops(model: torch.nn.Module) -> torch.nn.Module:
 def pil_reference_op(op: str, img, level: float, sign: float):
     """AugMix op ``op`` at ``level`` on one PIL image, as ``augmentations.py`` computes it
     (``sign`` replaces its ``np.random.uniform() > 0.5`` negation)."""
-    from PIL import Image, ImageOps
-
     w, h = img.size
     if op == "autocontrast":
         return ImageOps.autocontrast(img)
