@@ -14,6 +14,8 @@ def imports_of(path: Path):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             yield node.module
+            if node.module == "snc":  # from snc import reference
+                yield from (f"snc.{alias.name}" for alias in node.names)
 
 
 def test_the_engine_imports_nothing_of_the_paper():
@@ -30,3 +32,13 @@ def test_the_ops_import_only_torch_and_numpy():
                            "typing", "contextlib", "functools", "itertools"), (path.name, name)
             if top == "snc":
                 assert name.startswith("snc.ops"), (path.name, name)
+
+
+def test_snc_imports_nothing_of_the_reference_pipelines():
+    """The reference pipelines depend on snc, never the other way round."""
+    found = {f"{path.relative_to(SNC)}: {name}"
+             for package in ("augment", "engine", "tasks", "models", "ops")
+             for path in sorted((SNC / package).rglob("*.py"))
+             for name in imports_of(path) if name == "snc.reference"
+             or name.startswith("snc.reference.")}
+    assert found == set()

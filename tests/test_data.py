@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from snc.augment.augmix import OPS, AugMix, apply_op, pil_reference_op
+from snc.augment.augmix import OPS, AugMix, apply_op
 from snc.data.cifar import load_cifar, read_batch
 from snc.data.download import download_cifar_c, download_resumable
 from snc.data.loader import ArrayLoader
 from snc.data.synthetic import make_synthetic
+from snc.reference.cifar import pil_reference_op
 
 # ------------------------------------------------------------------------------- CIFAR files
 
@@ -208,7 +209,7 @@ def test_batched_augmix_matches_the_reference_augmix_statistically():
     standard errors, quantiles close)."""
     import torchvision.transforms as T
 
-    from snc.reference import augmix_pil
+    from snc.reference.cifar import augmix_pil
 
     images, _ = make_synthetic(96, 4)
     mean, std = [0.5] * 3, [0.5] * 3

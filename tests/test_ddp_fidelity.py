@@ -361,7 +361,7 @@ def test_official_consistency_presets():
 
 def test_reference_loader_keeps_the_last_partial_batch():
     """Item 6: the benchmark's official-style loader steps over every image, as cifar.py's."""
-    from snc.reference import reference_loader
+    from snc.reference.cifar import reference_loader
 
     cfg = OmegaConf.create({"batch_size": 4, "dataset": {"mean": [0.5] * 3, "std": [0.5] * 3},
                             "augmix": {"enabled": False, "severity": 3}})

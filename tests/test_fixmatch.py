@@ -15,15 +15,7 @@ from torch import nn
 
 import snc.config  # noqa: F401  (registers the config schemas)
 import snc.models.cifar.wideresnet_fm  # noqa: F401  (registers wrn28_2_fm until the package does)
-from snc.augment.randaugment import (
-    OPS,
-    RandAugmentMC,
-    apply_op,
-    cutout,
-    pil_cutout,
-    pil_reference_op,
-    weak_augment,
-)
+from snc.augment.randaugment import OPS, RandAugmentMC, apply_op, cutout, weak_augment
 from snc.data.fixmatch import FixMatchStream, labeled_split
 from snc.data.synthetic import make_synthetic
 from snc.engine.runner import validate
@@ -31,6 +23,7 @@ from snc.engine.schedule import fixmatch_factor
 from snc.errors import ConfigError
 from snc.models import build_model, count_parameters, count_units
 from snc.ops import RowCrossNorm
+from snc.reference.fixmatch import pil_cutout, pil_reference_op
 from snc.tasks.base import RunContext
 from snc.tasks.fixmatch import FixMatchTask, ModelEMA
 

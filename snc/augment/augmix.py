@@ -173,33 +173,4 @@ class AugMix:
         return (1 - m) * self.normalize(x) + m * mix
 
 
-def pil_reference_op(op: str, img, level: float, sign: float):
-    """The reference AugMix op on one PIL image (for tests and the reference pipeline)."""
-    from PIL import Image, ImageOps
-
-    w, h = img.size
-    if op == "autocontrast":
-        return ImageOps.autocontrast(img)
-    if op == "equalize":
-        return ImageOps.equalize(img)
-    if op == "posterize":
-        return ImageOps.posterize(img, 4 - int(level * 4 / 10))
-    if op == "solarize":
-        return ImageOps.solarize(img, 256 - int(level * 256 / 10))
-    if op == "rotate":
-        return img.rotate(int(level * 30 / 10) * sign, resample=Image.BILINEAR)
-    shear = level * 0.3 / 10 * sign
-    if op == "shear_x":
-        return img.transform((w, h), Image.AFFINE, (1, shear, 0, 0, 1, 0), resample=Image.BILINEAR)
-    if op == "shear_y":
-        return img.transform((w, h), Image.AFFINE, (1, 0, 0, shear, 1, 0), resample=Image.BILINEAR)
-    if op == "translate_x":
-        t = int(level * (w / 3) / 10) * sign
-        return img.transform((w, h), Image.AFFINE, (1, 0, t, 0, 1, 0), resample=Image.BILINEAR)
-    if op == "translate_y":
-        t = int(level * (h / 3) / 10) * sign
-        return img.transform((w, h), Image.AFFINE, (1, 0, 0, 0, 1, t), resample=Image.BILINEAR)
-    raise ValueError(op)
-
-
-__all__ = ["AugMix", "OPS", "apply_op", "pil_reference_op"]
+__all__ = ["AugMix", "OPS", "apply_op"]

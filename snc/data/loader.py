@@ -11,7 +11,7 @@ and deterministic on CPU. The augmentation distribution equals torchvision's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,12 @@ from snc.augment.augmix import AugMix, normalize
 
 Inputs = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 Batch = Tuple[Inputs, torch.Tensor]
+
+
+def forever(loader: Iterable) -> Iterator:
+    """The batches of ``loader``, epoch after epoch, without end."""
+    while True:
+        yield from loader
 
 
 def model_inputs(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

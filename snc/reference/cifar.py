@@ -1,21 +1,28 @@
 """The training pipeline as the official CrossNorm/SelfNorm (and AugMix) CIFAR scripts run it.
 
+Follows google-research/augmix ``cifar.py`` and ``augmentations.py`` (the CIFAR scripts of
+the official CrossNorm/SelfNorm code build on them).
+
 PIL images, torchvision transforms (``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``,
 ``ToTensor``, ``Normalize``), per-sample AugMix with PIL ops and NumPy's global generator, a
 ``DataLoader`` with 2 worker processes, and SelfNorm computed with the official unfused ops
 (``var`` and ``mean`` as separate autograd ops, then ``x * g``). snc does not train with it: it
 is the baseline of ``scripts/bench.py`` and the reference of equivalence tests.
+
+The SelfNorm and CrossNorm units of a model built by snc run here as the official code runs
+them: :func:`use_official_ops` and :func:`cn_forward`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import types
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-from snc.augment.augmix import OPS, pil_reference_op
+from snc.augment.augmix import OPS
 from snc.ops import SelfNorm
 
 
@@ -38,6 +45,41 @@ def use_official_ops(model: torch.nn.Module) -> torch.nn.Module:
         if isinstance(m, SelfNorm):
             m.forward = types.MethodType(official_selfnorm_forward, m)
     return model
+
+
+def pil_reference_op(op: str, img, level: float, sign: float):
+    """AugMix op ``op`` at ``level`` on one PIL image, as ``augmentations.py`` computes it
+    (``sign`` replaces its ``np.random.uniform() > 0.5`` negation)."""
+    w, h = img.size
+    if op == "autocontrast":
+        return ImageOps.autocontrast(img)
+    if op == "equalize":
+        return ImageOps.equalize(img)
+    if op == "posterize":
+        return ImageOps.posterize(img, 4 - int(level * 4 / 10))
+    if op == "solarize":
+        return ImageOps.solarize(img, 256 - int(level * 256 / 10))
+    if op == "rotate":
+        return img.rotate(int(level * 30 / 10) * sign, resample=Image.BILINEAR)
+    shear = level * 0.3 / 10 * sign
+    if op == "shear_x":
+        return img.transform((w, h), Image.AFFINE, (1, shear, 0, 0, 1, 0), resample=Image.BILINEAR)
+    if op == "shear_y":
+        return img.transform((w, h), Image.AFFINE, (1, 0, 0, shear, 1, 0), resample=Image.BILINEAR)
+    if op == "translate_x":
+        t = int(level * (w / 3) / 10) * sign
+        return img.transform((w, h), Image.AFFINE, (1, 0, t, 0, 1, 0), resample=Image.BILINEAR)
+    if op == "translate_y":
+        t = int(level * (h / 3) / 10) * sign
+        return img.transform((w, h), Image.AFFINE, (1, 0, 0, 0, 1, t), resample=Image.BILINEAR)
+    raise ValueError(op)
+
+
+def cn_forward(model: torch.nn.Module, x: torch.Tensor):
+    """``model(x)`` inside one step of the model's CrossNorm controller, if it has units."""
+    ctrl = getattr(model, "cn_controller", None)
+    with ctrl.step() if ctrl is not None and len(ctrl) else contextlib.nullcontext():
+        return model(x)
 
 
 def augmix_pil(image: Image.Image, preprocess, severity: int = 3, width: int = 3,
