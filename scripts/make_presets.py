@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Writes configs/experiment/table*.yaml: one preset per paper experiment (and official_*.yaml:
-the official run scripts that no paper table reports, e.g. the run-cnsn-consist.sh runs).
+the official run scripts that no paper table reports, e.g. the run-cnsn-consist.sh runs; and
+compare_*.yaml: CN/SN beside the style methods of related work under one recipe).
 
 Every preset also carries the per-GPU BatchNorm batch of its official run
 (``distributed.bn_batch``; the header says how many GPUs and which batch) and, for CN, the
@@ -445,6 +446,50 @@ def imagenet_presets() -> Dict[str, str]:
     return files
 
 
+STYLE_METHODS = ("mixstyle", "dsu", "efdmix", "padain")
+COMPARE_BACKBONES = ("wideresnet", "resnext")
+
+
+def compare_presets() -> Dict[str, str]:
+    """``compare_<dataset>_<backbone>_<method>``: CrossNorm, SelfNorm and the style methods of
+    related work under one recipe. Every method sits at CrossNorm's position of the official CN
+    script (SelfNorm at SN's) with the CN script's optimizer and batch; CN keeps its script's
+    ``active_num``/``prob``, the style methods their papers' defaults. No published cell."""
+    files = {}
+    for dataset in ("cifar10", "cifar100"):
+        ds_label = "CIFAR-10" if dataset == "cifar10" else "CIFAR-100"
+        for model in COMPARE_BACKBONES:
+            backbone, row = BACKBONES[model]
+            sn_s, cn_s = script(dataset, model, "sn"), script(dataset, model, "cn")
+            sncn_s = script(dataset, model, "cnsn")
+            cn_pos, sn_pos = POSITIONS[cn_s["pos"]], POSITIONS[sn_s["pos"]]
+            recipe = run_settings(cn_s, with_cn=False)
+            src = f"official run script {dataset}-scripts/{model}/run-cn.sh"
+            methods = {
+                "basic": {},
+                "sn": dict(sn="on", position=sn_pos, values=run_settings(sn_s, with_cn=False)),
+                "cn": dict(cn="on", position=cn_pos, crop=cn_s["crop"],
+                           values=run_settings(cn_s, with_cn=True)),
+                "sncn": dict(sn="on", cn="on", position=POSITIONS[sncn_s["pos"]],
+                             crop=sncn_s["crop"], values=run_settings(sncn_s, with_cn=True)),
+                **{m: dict(position=cn_pos, values=recipe,
+                           extra_defaults=[{"override /style": m}]) for m in STYLE_METHODS},
+            }
+            group = f"compare_{dataset}_{backbone}"  # one folder and W&B group: one report
+            for method, kw in methods.items():
+                name = f"{group}_{method}"
+                kw["values"] = {"experiment_name": group, **kw.get("values", {})}
+                files[name] = preset(
+                    name, f"Method comparison, {row}, {method}, {ds_label}", [],
+                    dataset=dataset, backbone=backbone,
+                    unpublished="method comparison: no published cell",
+                    note=(f"Position and recipe: CrossNorm's, from the {src}\n"
+                          f"  python train.py -m 'experiment=glob({group}_*)' "
+                          "sweep=style_methods   (every method x 3 seeds)\n"
+                          f"  python scripts/report.py outputs/{group}"), **kw)
+    return files
+
+
 def is_generated(path: Path) -> bool:
     """Whether ``path`` was written by this script (it carries :data:`MARKER`)."""
     return MARKER in path.read_text()
@@ -455,7 +500,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT,
                         help=f"folder to write the presets to (default: {OUT})")
     out = parser.parse_args(argv).out
-    files = {**cifar_presets(), **imagenet_presets()}
+    files = {**cifar_presets(), **imagenet_presets(), **compare_presets()}
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.yaml"):  # stale generated presets; hand-written ones stay
         if is_generated(old):

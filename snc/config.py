@@ -24,6 +24,7 @@ from snc.ops.options import (
     SelfNormOptions,
     SqueezeExcitationOptions,
 )
+from snc.ops.style import STYLE_METHODS
 
 SNOptions = Union[SelfNormOptions, SqueezeExcitationOptions]
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -56,6 +57,13 @@ CROP = dataclasses.make_dataclass("CropSchema", [("name", str, dataclasses.field
 SCHEMAS = {("sn", "off"): SN_OFF, ("sn", "on"): SN_ON, ("sn", "se"): SN_SE,
            ("cn", "off"): CN_OFF, ("cn", "on"): CN_ON, ("position", "base"): POSITION,
            ("crop", "base"): CROP}
+# style=<method>: the methods of related work in CrossNorm's slot; a key of another method
+# fails at compose time ("Key 'alpha' not in 'DSUOptions_style_dsu'")
+SCHEMAS[("style", "none")] = _schema("NoStyleMethod_add_style_mixstyle_dsu_efdmix_padain",
+                                     None, "none")
+for _method, (_options, _unit) in STYLE_METHODS.items():
+    SCHEMAS[("style", _method)] = _schema(f"{_options.__name__}_style_{_method}", _options,
+                                          _method)
 
 
 def register_schemas() -> None:
@@ -141,35 +149,71 @@ def placement(cfg: DictConfig) -> Placement:
         raise ConfigError(str(err)) from None
 
 
+def style_options(cfg: DictConfig) -> Optional[Any]:
+    """``style=mixstyle|dsu|efdmix|padain`` -> that method's options, ``style=none`` (or a
+    config from before the group existed) -> None."""
+    node = cfg.get("style")
+    choice = "none" if node is None else str(node.name)
+    if choice == "none":
+        return None
+    if choice not in STYLE_METHODS:
+        raise ConfigError(f"style={choice!r}; choose none or one of {', '.join(STYLE_METHODS)}")
+    options_class = STYLE_METHODS[choice][0]
+    try:
+        return options_class(**_fields(node, options_class))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def style_name(style: Any) -> str:
+    """The ``style=`` word of a style method's options (``mixstyle``, ``dsu``, ...)."""
+    return next(name for name, (cls, _) in STYLE_METHODS.items() if isinstance(style, cls))
+
+
 class Units(NamedTuple):
     """The typed unit options of one run, parsed once (:func:`unit_options`) and handed to the
-    model builders unchanged."""
+    model builders unchanged. ``style``: a method of related work (``style=``), which takes
+    CrossNorm's slot: its positions, blocks and controller (see :attr:`perturbation`)."""
 
     sn: Optional[SNOptions]
     cn: Optional[CrossNormOptions]
     placement: Placement
+    style: Optional[Any] = None
+
+    @property
+    def perturbation(self) -> Optional[Any]:
+        """What the CrossNorm slot of the model holds: the CN options or the style method's
+        (at most one of them is set)."""
+        return self.cn if self.cn is not None else self.style
 
     @property
     def label(self) -> str:
         """The method label: :func:`unit_label` of these options."""
-        return unit_label(self.sn, self.cn)
+        return unit_label(self.sn, self.perturbation)
 
 
-def unit_label(sn: Optional[SNOptions], cn: Optional[CrossNormOptions]) -> str:
-    """``basic``, ``sn``, ``se``, ``cn``, ``sncn`` or ``secn``: the units a model holds, the one
+def unit_label(sn: Optional[SNOptions], cn: Optional[Any]) -> str:
+    """``basic``, ``sn``, ``se``, ``cn``, ``sncn`` or ``secn``; with a style method in the
+    CrossNorm slot, its name (``mixstyle``, ``sn-mixstyle``): the units a model holds, the one
     spelling of a method in run names, W&B ``job_type`` and report rows."""
     name = ""
     if sn is not None:
         name = "se" if isinstance(sn, SqueezeExcitationOptions) else "sn"
-    if cn is not None:
+    if isinstance(cn, CrossNormOptions):
         name += "cn"
+    elif cn is not None:
+        name += ("-" if name else "") + style_name(cn)
     return name or "basic"
 
 
 def unit_options(cfg: DictConfig) -> Units:
-    """``(sn, cn, placement)`` of a composed config, validated (ConfigError naming the fix).
-    A task parses them once, in :class:`snc.tasks.base.Task`, as ``task.units``."""
-    return Units(sn_options(cfg), cn_options(cfg), placement(cfg))
+    """``(sn, cn, placement, style)`` of a composed config, validated (ConfigError naming the
+    fix). A task parses them once, in :class:`snc.tasks.base.Task`, as ``task.units``."""
+    cn, style = cn_options(cfg), style_options(cfg)
+    if cn is not None and style is not None:
+        raise ConfigError(f"style={style_name(style)} takes CrossNorm's place in the network: "
+                          "use cn=off with it (or style=none to train CrossNorm)")
+    return Units(sn_options(cfg), cn, placement(cfg), style)
 
 
 def compose_config(overrides: Sequence[str] = (), config_dir: Optional[Path] = None

@@ -19,6 +19,10 @@ NON_IDENTITY_KEYS = ("device", "logger", "paths", "resume", "progress", "run_nam
                      "group", "log_every", "hydra", "evaluate_corruptions", "evaluate",
                      "verbose", "wait_for_lock", "compile_mode")
 
+ADDED_KEYS = {"style": {"name": "none"}}
+"""Keys added to the config after run folders existed, with their default: at that default
+they are left out of the hash, so the existing folders keep their names."""
+
 
 def config_hash(cfg: DictConfig, extra: Optional[Dict[str, Any]] = None,
                 drop: Tuple[str, ...] = ()) -> str:
@@ -27,6 +31,9 @@ def config_hash(cfg: DictConfig, extra: Optional[Dict[str, Any]] = None,
     payload = OmegaConf.to_container(cfg, resolve=True)
     for key in NON_IDENTITY_KEYS + tuple(drop):
         payload.pop(key, None)
+    for key, default in ADDED_KEYS.items():
+        if payload.get(key) == default:
+            payload.pop(key)
     if extra:
         payload["_identity"] = extra
     text = json.dumps(payload, sort_keys=True, default=str)

@@ -21,7 +21,7 @@ from snc.ops import (
     Placement,
     SelfNormOptions,
     SqueezeExcitationOptions,
-    find_cross_norm_units,
+    find_switched_units,
 )
 
 Blocks = Union[str, int, Sequence[int], None]
@@ -116,7 +116,7 @@ def _pop(kw: Dict[str, Any], keys) -> Dict[str, Any]:
 
 
 def unit_options_from_keywords(
-    sn: Union[bool, SNOptions, None], cn: Union[bool, CrossNormOptions, None], se: bool,
+    sn: Union[bool, SNOptions, None], cn: Union[bool, CrossNormOptions, Any, None], se: bool,
     placement: Optional[Placement], kw: Dict[str, Any],
 ) -> Tuple[Optional[SNOptions], Optional[CrossNormOptions], Placement]:
     """The typed options of a keyword call of :func:`build_model`; pops the keywords it uses
@@ -139,6 +139,9 @@ def unit_options_from_keywords(
         cn = CrossNormOptions(**cn_kw)
     elif isinstance(cn, CrossNormOptions) and cn_kw:
         cn = dataclasses.replace(cn, **cn_kw)
+    elif cn and cn_kw:
+        raise ValueError(f"{', '.join(sorted(cn_kw))} set CrossNorm options, but cn is "
+                         f"{type(cn).__name__}: give them to CrossNormOptions, or drop them")
     if where and isinstance(where.get("blocks"), list):
         where["blocks"] = tuple(where["blocks"])
     placement = dataclasses.replace(placement or Placement(), **where)
@@ -150,7 +153,7 @@ def build_model(
     num_classes: int = 10,
     *,
     sn: Union[bool, SNOptions, None] = None,
-    cn: Union[bool, CrossNormOptions, None] = None,
+    cn: Union[bool, CrossNormOptions, Any, None] = None,
     placement: Optional[Placement] = None,
     seed: int = 0,
     se: bool = False,
@@ -174,7 +177,9 @@ def build_model(
         num_classes: classifier outputs.
         sn: :class:`SelfNormOptions` / :class:`SqueezeExcitationOptions` (or True), or None.
         cn: :class:`CrossNormOptions` (or True), or None. Its ``active_num`` and ``prob`` go to
-            the controller, ``order`` to the sites.
+            the controller, ``order`` to the sites. A style method's options
+            (``MixStyleOptions``, ``DSUOptions``, ``EFDMixOptions``, ``PermutedAdaINOptions``)
+            put that method's units in CrossNorm's slot instead.
         placement: where the units go (:class:`Placement`; default: the backbone's paper
             default position, every stage).
         seed: seed of the CN controller's generator.
@@ -210,24 +215,34 @@ def build_model(
                              f"{name} at {units.cn_position!r} with blocks={where.blocks!r}")
 
 
-def attach_controller(model: nn.Module, cn_opts: Optional[CrossNormOptions], seed: int,
+def attach_controller(model: nn.Module, cn_opts: Optional[Any], seed: int,
                       where: str) -> nn.Module:
-    """Sets ``model.cn_controller`` over the CrossNorm units of ``model`` (network order): the
+    """Sets ``model.cn_controller`` over the switched units of ``model`` (network order): the
     one controller constructor, for :func:`build_model`, :func:`snc.models.attach`, TextCNN and
-    FixMatch's row-restricted units. Without CN options the controller holds no unit and never
-    draws.
+    FixMatch's row-restricted units. CN options give CN's ``active_num`` of ``prob``; a style
+    method's options switch every unit on in every training forward (each applies its own
+    coin); without options the controller holds no unit and never draws.
 
     Raises:
         ValueError: ``cn_opts`` is set but ``model`` has no CrossNorm unit (``where`` says
             where they were asked for), or ``active_num`` exceeds the number of units.
     """
-    cn_units = find_cross_norm_units(model)
-    if cn_opts is not None and not cn_units:
-        raise ValueError(f"cn=on placed no CrossNorm unit in {where}")
+    units = find_switched_units(model)
+    if cn_opts is not None and not units:
+        what = ("cn=on placed no CrossNorm unit" if isinstance(cn_opts, CrossNormOptions)
+                else f"{type(cn_opts).__name__} placed no style unit")
+        raise ValueError(f"{what} in {where}")
+    if cn_opts is not None and not isinstance(cn_opts, CrossNormOptions):
+        # a style method: every unit is switched on in every training forward and applies
+        # its own paper's coin (options.p), as each paper inserts it
+        active_num, prob = len(units), 1.0
+    else:
+        active_num = cn_opts.active_num if units else 1
+        prob = cn_opts.prob if cn_opts is not None else 0.0
     model.cn_controller = CrossNormController(
-        cn_units,
-        active_num=cn_opts.active_num if cn_units else 1,
-        prob=cn_opts.prob if cn_opts is not None else 0.0,
+        units,
+        active_num=active_num,
+        prob=prob,
         seed=seed,
     )
     return model

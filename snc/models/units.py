@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import FrozenSet, Optional, Union
+from typing import Any, FrozenSet, Optional, Union
 
 from torch import nn
 
@@ -24,6 +24,7 @@ from snc.ops import (
     SqueezeExcitation,
     SqueezeExcitationOptions,
 )
+from snc.ops.style import style_unit
 
 IMAGE = "image"
 
@@ -36,14 +37,15 @@ class UnitFactory:
 
     Attributes:
         sn: SelfNorm or SE options (paper Table 8), or None for no recalibration unit.
-        cn: CrossNorm options, or None for no CrossNorm unit.
+        cn: CrossNorm options, or a style method's options (:mod:`snc.ops.style`: MixStyle,
+            DSU, EFDMix, pAdaIN take CrossNorm's slot), or None for no unit there.
         sn_position: where SelfNorm/SE units go (a position name).
         cn_position: where CrossNorm units go.
         blocks: stages (1-based) that get units; None = all. ``image`` ignores it.
     """
 
     sn: Optional[SNOptions] = None
-    cn: Optional[CrossNormOptions] = None
+    cn: Optional[Any] = None
     sn_position: Optional[str] = None
     cn_position: Optional[str] = None
     blocks: Optional[FrozenSet[int]] = None
@@ -57,7 +59,8 @@ class UnitFactory:
         """The unit for ``site`` (a position name) on ``channels`` channels in ``stage``."""
         cn = sn = None
         if self.cn is not None and self._here(self.cn_position, site, stage):
-            cn = CrossNorm(self.cn)
+            cn = (CrossNorm(self.cn) if isinstance(self.cn, CrossNormOptions)
+                  else style_unit(self.cn))
         if self.sn is not None and self._here(self.sn_position, site, stage):
             sn: Optional[nn.Module]
             kind = SqueezeExcitation if isinstance(self.sn, SqueezeExcitationOptions) else \
@@ -66,7 +69,8 @@ class UnitFactory:
             sn = kind(channels, **dataclasses.asdict(self.sn))
         if cn is None and sn is None:
             return None
-        return CNSN(cn=cn, sn=sn, order=self.cn.order if self.cn is not None else "cn_sn")
+        order = self.cn.order if isinstance(self.cn, CrossNormOptions) else "cn_sn"
+        return CNSN(cn=cn, sn=sn, order=order)
 
 
 NO_UNITS = UnitFactory()

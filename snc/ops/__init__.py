@@ -6,7 +6,7 @@ nothing of models, data or configs. ``options.py`` holds the typed unit options 
 dataclasses) that the config schemas, ``build_model`` and the units share.
 """
 
-from snc.ops.cnsn import CNSN, CrossNormController, find_cross_norm_units
+from snc.ops.cnsn import CNSN, CrossNormController, find_cross_norm_units, find_switched_units
 from snc.ops.crossnorm import (
     CrossNorm,
     RowCrossNorm,
@@ -82,6 +82,7 @@ __all__ = [
     "dsu",
     "efdmix",
     "find_cross_norm_units",
+    "find_switched_units",
     "mixstyle",
     "permuted_adain",
     "sample_box",

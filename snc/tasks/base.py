@@ -33,6 +33,7 @@ Register a task with :func:`register_task`; ``task=<name>`` on the command line 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
@@ -99,6 +100,7 @@ class Task:
         # built; every builder of the task reads them from here
         self.units = unit_options(cfg)
         self.check_augment()
+        self.check_style()
         self.model: Optional[nn.Module] = None
         self.train: Any = None
         self.info: Dict[str, Any] = {}
@@ -138,6 +140,32 @@ class Task:
                               f"task={self.cfg.task.name} has its own augmentation: use "
                               "augment=none")
 
+    styles: ClassVar[bool] = False
+    """Whether the task takes a style method of related work (``style=``) in CrossNorm's slot;
+    a task that does not refuses it when it is built."""
+
+    def check_style(self) -> None:
+        """The ``style`` option against the task and its data: the task takes style methods,
+        ``mix=crossdomain`` has domain-labelled data, DSU has batches of two or more."""
+        from snc.config import style_name
+        from snc.ops import DSUOptions
+
+        style, cfg = self.units.style, self.cfg
+        if style is None:
+            return
+        name = style_name(style)
+        if not self.styles:
+            raise ConfigError(f"style={name} is compared on classification; task="
+                              f"{cfg.task.name} takes CrossNorm only: use style=none")
+        if getattr(style, "mix", "random") == "crossdomain" and not cfg.dataset.get("domains"):
+            raise ConfigError(f"style.mix=crossdomain pairs the two domain halves of a batch, "
+                              f"but dataset={cfg.dataset.name} has no domain labels (no dataset "
+                              "of this version has: the domain-generalization sets will); use "
+                              "style.mix=random")
+        if isinstance(style, DSUOptions) and int(cfg.batch_size) < 2:
+            raise ConfigError(f"batch_size={cfg.batch_size}: DSU estimates the variance of the "
+                              "statistics over the batch; use batch_size >= 2")
+
     def describe(self, model: nn.Module) -> Dict[str, Any]:
         """The run's description beyond what the engine knows (task, dataset, backbone, seed,
         length, device, parameters): merged into ``results.json``, the run header and the W&B
@@ -145,10 +173,12 @@ class Task:
         ``active_num`` and ``prob``, IBN) and the preset's published cells."""
         from omegaconf import OmegaConf
 
+        from snc.config import style_name
         from snc.models import count_units
+        from snc.ops.style import StyleUnit
 
         cfg = self.cfg
-        _, cn, placement = self.units
+        cn, placement, style = self.units.cn, self.units.placement, self.units.style
         units = count_units(model)
         paper = cfg.get("paper") or {}
         return {
@@ -156,6 +186,8 @@ class Task:
             "crop": cn.crop if cn is not None else None,
             "sn_units": units["sn"], "cn_units": units["cn"], "se_units": units["se"],
             "ibn": cfg.ibn.name,
+            "style": style_name(style) if style is not None else "none",
+            "style_units": sum(isinstance(m, StyleUnit) for m in model.modules()),
             "cn_active_num": cn.active_num if cn is not None else None,
             "cn_prob": cn.prob if cn is not None else None,
             "paper_cells": (OmegaConf.to_container(paper.cells, resolve=True)
@@ -172,7 +204,7 @@ class Task:
         (two_instance, crop neither, active_num 1, prob 0.5)``."""
         from snc.ops import SqueezeExcitationOptions
 
-        sn, cn, _ = self.units
+        sn, cn, style = self.units.sn, self.units.cn, self.units.style
         parts = []
         if isinstance(sn, SqueezeExcitationOptions) and meta.get("se_units"):
             parts.append(f"SE x{meta['se_units']} (reduction {sn.reduction})")
@@ -181,6 +213,9 @@ class Task:
         if cn is not None and meta.get("cn_units"):
             parts.append(f"CN x{meta['cn_units']} ({cn.mode}, crop {cn.crop}, active_num "
                          f"{cn.active_num}, prob {cn.prob})")
+        if style is not None and meta.get("style_units"):
+            options = ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(style).items())
+            parts.append(f"{meta['style']} x{meta['style_units']} ({options})")
         return ", ".join(parts) or "no SN/CN units"
 
     # ----- building --------------------------------------------------------------------------

@@ -76,7 +76,8 @@ def build_network(cfg: DictConfig, num_classes: int, pretrained: bool = True,
     ``backbone.pretrained`` weights unless ``pretrained=False``). ``backbone=torchvision`` /
     ``timm``: the named network (``backbone.weights`` loaded before the units exist, unless
     ``pretrained=False``) with the units attached by block family."""
-    sn, cn, placement = units or unit_options(cfg)
+    units = units or unit_options(cfg)
+    sn, cn, placement = units.sn, units.perturbation, units.placement
     if cfg.backbone.get("source") in SOURCES:  # backbone=torchvision | timm: units attached
         model = attach(hub_model_of(cfg.backbone, num_classes, pretrained), sn=sn, cn=cn,
                        placement=placement, seed=cfg.seed)
@@ -105,6 +106,7 @@ class Classify(Task):
     """Clean error and mCE of a classifier trained with SN/CN (and AugMix, consistency)."""
 
     augments = True  # the Table 1 baselines (augment=cutout|mixup|...)
+    styles = True  # style=mixstyle|dsu|efdmix|padain in CrossNorm's slot
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
@@ -120,7 +122,8 @@ class Classify(Task):
         if problem:
             raise ConfigError(problem)
         self.objective = objectives.resolve_objective(
-            cfg.objective.name, cn_enabled=cn is not None, augmix_enabled=cfg.augmix.enabled,
+            cfg.objective.name, cn_enabled=self.units.perturbation is not None,
+            augmix_enabled=cfg.augmix.enabled,
             augment=self.augment)
         self.batch_augment: Optional[BatchAugment] = None
         self.objective_cfg = objectives.ObjectiveConfig(
@@ -137,6 +140,10 @@ class Classify(Task):
         if self.eval_amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"evaluate.amp={self.eval_amp!r}; choose null (the training's "
                               "amp), none, bf16 or fp16")
+        if cfg.get("compile", False) and self.units.style is not None:
+            raise ConfigError(f"compile=true captures the whole training step, but style="
+                              f"{self.units.label.split('-')[-1]} draws on the host: use "
+                              "compile=false with it")
         if cfg.get("compile", False) and self.augment != "none":
             raise ConfigError(f"compile=true captures the whole training step, but "
                               f"augment={self.augment} (snc.data.augment.BatchAugment) draws on "

@@ -260,7 +260,7 @@ class FixMatchTask(Task):
 
         overrides = self.cfg.backbone.get("overrides")
         overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
-        sn, cn, placement = self.units
+        sn, cn, placement = self.units.sn, self.units.cn, self.units.placement
         seed = int(self.cfg.seed)
         try:
             model = build_model(self.cfg.backbone.name, self.num_classes, sn=sn, cn=cn,

@@ -110,7 +110,7 @@ class TextTask(Task):
             raise ConfigError(f"task=text trains GloVe + TextCNN, not backbone="
                               f"{cfg.backbone.name}: add backbone=textcnn (the table4_* and "
                               "text_demo presets set it)")
-        sn, _, placement = self.units
+        sn, placement = self.units.sn, self.units.placement
         if placement.name not in POSITIONS or placement.sn not in POSITIONS or \
                 placement.cn not in POSITIONS:
             raise ConfigError("task=text has one unit site, between the embedding and the "

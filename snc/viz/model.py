@@ -250,7 +250,7 @@ def network_from_config(cfg: DictConfig, state: Optional[Dict[str, torch.Tensor]
     sites = backbone_sites(cfg.backbone.name, overrides, num_classes)
     install_probes(model, sites)
     freeze(model).to(device)
-    sn, _, placement = units
+    sn, placement = units.sn, units.placement
     sn_position = None
     if sn is not None and not isinstance(sn, SqueezeExcitationOptions):
         spec = get_backbone_spec(cfg.backbone.name)
