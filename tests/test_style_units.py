@@ -168,3 +168,30 @@ def test_a_compare_preset_puts_its_method_where_cn_goes_in_one_shared_folder(nam
         assert units.style == METHODS[method]()  # the paper's defaults
         assert cfg.position == cn.position and cfg.optimizer == cn.optimizer
         assert cfg.batch_size == cn.batch_size and cfg.epochs == cn.epochs
+
+
+def test_the_report_compares_the_methods_with_basic_and_cn():
+    from snc.report.tables import markdown, methods_markdown, summarize
+
+    errors = {"basic": [10.0, 11.0, 12.0], "cn": [9.0, 9.5, 10.0], "mixstyle": [8.0, 9.0, 13.0]}
+    runs = [{"experiment": "compare_x", "task": "classify", "dataset": "cifar10",
+             "backbone": "wrn40_2", "method": m, "style": m if m == "mixstyle" else "none",
+             "position": "post_addition", "epochs": 200, "seed": seed, "clean/error": e,
+             "mce": e + 10, "run_dir": f"/r/{m}{seed}"}
+            for m, values in errors.items() for seed, e in enumerate(values, 1)]
+    text = methods_markdown(summarize(runs))
+    row = next(line for line in text.splitlines() if line.startswith("| mixstyle |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    mean = sum(errors["mixstyle"]) / 3
+    std = (sum((x - mean) ** 2 for x in errors["mixstyle"]) / 2) ** 0.5
+    assert cells[3].startswith(f"{mean:.2f} ± {std:.2f} (n=3)")
+    assert cells[4].startswith(f"{mean + 10:.2f} ± {std:.2f} (n=3)")  # mCE
+    for cell, base in ((cells[5], "basic"), (cells[6], "cn")):
+        diff = mean - sum(errors[base]) / 3
+        assert cell.startswith(f"{diff:+.2f} [")
+        low, high = (float(x) for x in cell.split("[")[1].rstrip("]").split(","))
+        assert low < diff < high
+    assert "| cn |" in text and "Method comparison: compare_x" in text
+    assert "Method comparison" in markdown([], summarize(runs), runs)
+    no_style = [r for r in runs if r["method"] != "mixstyle"]
+    assert methods_markdown(summarize(no_style)) == ""  # CN/SN groups keep their tables

@@ -187,7 +187,8 @@ def has_intervals(runs: Sequence[Dict]) -> bool:
 
 
 # ----- differences ----------------------------------------------------------------------------
-def _comparable(v: Variant) -> Tuple:
+def comparable(v: Variant) -> Tuple:
+    """What two variants must share to be compared: task and :data:`COMPARABLE` settings."""
     task = {str(r.get("task") or "classify") for r in v.runs}
     return (tuple(sorted(task)),) + tuple(repr(v.settings.get(k)) for k in COMPARABLE)
 
@@ -235,7 +236,7 @@ def differences(models: Sequence[Tuple[str, Variant]]) -> List[Dict]:
         if v.settings.get("method") == BASELINE:
             continue
         for base_name, base in models:
-            if base.settings.get("method") != BASELINE or _comparable(base) != _comparable(v):
+            if base.settings.get("method") != BASELINE or comparable(base) != comparable(v):
                 continue
             for metric in COMPARED:
                 if v.values(metric) and base.values(metric):

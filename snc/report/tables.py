@@ -425,6 +425,51 @@ def differences_markdown(summaries: Sequence[GroupSummary]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _is_style_group(s: GroupSummary) -> bool:
+    return any(r.get("style") not in (None, "none") for r in s.group.runs)
+
+
+def _difference_cell(v: Variant, base: Optional[Variant], metric: str) -> str:
+    """``+1.23 [lo, hi]`` of ``v - base`` (points), ``·`` for the baseline itself."""
+    if base is None or not v.values(metric) or not base.values(metric):
+        return "–"
+    if v is base:
+        return "·"
+    r = intervals.difference(v, base, metric)
+    ci = "[—]" if r["low"] is None else f"[{r['low']:+.2f}, {r['high']:+.2f}]"
+    return f"{r['diff']:+.2f} {ci}"
+
+
+def methods_markdown(summaries: Sequence[GroupSummary]) -> str:
+    """The method comparison of every group that holds a style method of related work
+    (``style=``): per method, clean error and mCE (mean ± std over seeds, 95 % interval) and
+    their differences to ``basic`` and to ``cn`` of the same group and protocol."""
+    out = []
+    for s in (s for s in summaries if _is_style_group(s)):
+        def baseline(method: str, v: Variant, s=s) -> Optional[Variant]:
+            return next((b for b in s.variants if b.settings.get("method") == method
+                         and intervals.comparable(b) == intervals.comparable(v)), None)
+
+        metrics = [m for m in ("clean/error", "mce") if m in s.metrics]
+        header = ["method", "position", "n"] + [label(m) for m in metrics]
+        header += [f"{label(m)}: {what}" for m in metrics for what in ("− basic", "− cn")]
+        out += [f"### Method comparison: {s.group.name}\n",
+                "Every figure comes from the runs of this report (no published cell exists "
+                "for these methods on this recipe). Values: mean ± std over seeds (n) and the "
+                "95 % interval of the mean; differences in points (negative: fewer errors), "
+                "with Welch t intervals over seeds when both sides have ≥ 3 seeds, else a "
+                "paired bootstrap over the same test images.\n",
+                "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for v in s.variants:
+            cells = [str(v.settings.get("method")), str(v.settings.get("position")), str(v.n)]
+            cells += [intervals.shift_cell(v, m) for m in metrics]
+            cells += [_difference_cell(v, baseline(b, v), m) for m in metrics
+                      for b in ("basic", "cn")]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def legend_lines(runs: Sequence[Dict]) -> List[str]:
     """The marks used in this report, explained."""
     lines = []
@@ -459,6 +504,9 @@ def markdown(entries: Sequence[Dict], summaries: Sequence[GroupSummary] = (),
     if summaries:
         out.append("## Runs by experiment\n")
         out.append(groups_markdown(summaries, figures))
+        methods = methods_markdown(summaries)
+        if methods:
+            out.append(methods)
         diffs = differences_markdown(summaries)
         if diffs:
             out.append(diffs)
