@@ -195,3 +195,24 @@ def test_the_report_compares_the_methods_with_basic_and_cn():
     assert "Method comparison" in markdown([], summarize(runs), runs)
     no_style = [r for r in runs if r["method"] != "mixstyle"]
     assert methods_markdown(summarize(no_style)) == ""  # CN/SN groups keep their tables
+
+
+def test_the_compare_page_commands_compose():
+    import fnmatch
+    import shlex
+
+    page = (Path(CONFIG_DIR).parent / "docs" / "compare.md").read_text()
+    commands = [line.split("#")[0] for line in page.splitlines()
+                if line.startswith("python train.py")]
+    assert len(commands) == 2
+    for command in commands:
+        args = [a for a in shlex.split(command)[2:] if a != "-m"]
+        pattern = next((a[len("experiment=glob("):-1] for a in args
+                        if a.startswith("experiment=glob(")), None)
+        if pattern:
+            assert len(fnmatch.filter(COMPARE, pattern)) == 8
+            args = [a for a in args if not a.startswith("experiment=")]
+            args.append(f"experiment={fnmatch.filter(COMPARE, pattern)[0]}")
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=args)
+        assert unit_options(cfg).label in ("basic", "mixstyle")
