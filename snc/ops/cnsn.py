@@ -26,7 +26,7 @@ from torch import nn
 
 from snc.ops.crossnorm import BOX_CANDIDATES, KEY_HIGH, CrossNorm
 from snc.ops.options import ORDERS, check_choice
-from snc.ops.style import StyleUnit
+from snc.ops.switched import SwitchedUnit
 
 
 class CNSN(nn.Module):
@@ -66,7 +66,7 @@ def find_cross_norm_units(model: nn.Module) -> List[CrossNorm]:
 def find_switched_units(model: nn.Module) -> List[nn.Module]:
     """Every unit a controller switches (CrossNorm, or a style method's
     :class:`~snc.ops.style.StyleUnit` in its slot), in network order."""
-    return [m for m in model.modules() if isinstance(m, (CrossNorm, StyleUnit))]
+    return [m for m in model.modules() if isinstance(m, SwitchedUnit)]
 
 
 class CrossNormController:

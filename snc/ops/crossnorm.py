@@ -37,11 +37,11 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from snc.ops.options import CrossNormOptions
 from snc.ops.stats import CROSSNORM_EPS, Box, channel_stats
 from snc.ops.stats import crop as crop_region
+from snc.ops.switched import SwitchedUnit
 
 _MAX_BOX_TRIES = 10_000
 BOX_CANDIDATES = 128
@@ -332,7 +332,7 @@ def cross_norm(
     return out
 
 
-class CrossNorm(nn.Module):
+class CrossNorm(SwitchedUnit):
     """CrossNorm unit: applies :func:`cross_norm` when switched on, in training mode only.
 
     The unit is off by default; a :class:`~snc.ops.cnsn.CrossNormController` switches chosen
@@ -352,14 +352,9 @@ class CrossNorm(nn.Module):
         super().__init__()
         self.options = _options(options, overrides)
         self.eps = eps
-        self.active = False
-        self.generator: Optional[torch.Generator] = None
-        # set by a CrossNormController in capture mode: the unit reads its draws from it
-        self.controller: Optional[Any] = None
-        self.index = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.active):
+        if not self.acts():
             return x
         if self.options.mode == "two_instance" and x.shape[0] < 2:
             return x
@@ -431,6 +426,6 @@ class RowCrossNorm(CrossNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         start = self.row_start
-        if start is None or not (self.training and self.active):
+        if start is None or not self.acts():
             return super().forward(x)
         return torch.cat([x[:start], super().forward(x[start:])])

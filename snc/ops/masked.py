@@ -183,7 +183,7 @@ class MaskedCrossNorm(CrossNorm):
 
     def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Args: ``x (N, C, L)``; ``valid (N, L)`` bool or None (every position counts)."""
-        if not (self.training and self.active):
+        if not self.acts():
             return x
         o = self.options
         if o.mode == "two_instance" and x.shape[0] < 2:

@@ -29,9 +29,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch import nn
 
 from snc.ops.options import DSUOptions, EFDMixOptions, MixStyleOptions, PermutedAdaINOptions
+from snc.ops.switched import SwitchedUnit
 
 Args = Optional[Dict[str, Any]]
 """What a sampler returns: the keyword arguments of its op, or None when the coin says no."""
@@ -325,7 +325,7 @@ def sample_permuted_adain_args(shape: Sequence[int],
 
 
 # ----- the units -----------------------------------------------------------------------------
-class StyleUnit(nn.Module):
+class StyleUnit(SwitchedUnit):
     """A style augmentation unit: acts only when training *and* active.
 
     Off by default (``active = False``); a controller switches units on for a forward pass,
@@ -350,13 +350,9 @@ class StyleUnit(nn.Module):
             raise TypeError(f"{type(self).__name__} takes {self.options_class.__name__}, got "
                             f"{type(base).__name__}")
         self.options = dataclasses.replace(base, **overrides) if overrides else base
-        self.active = False
-        self.generator: Optional[torch.Generator] = None
-        self.controller: Optional[Any] = None
-        self.index = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.active):
+        if not self.acts():
             return x
         if getattr(self.controller, "capture", False):
             raise ValueError(f"{type(self).__name__} (style unit {self.index}) draws on the "
