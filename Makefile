@@ -23,7 +23,7 @@ demo: install ## train + evaluate on the offline synthetic default (minutes on C
 	$(PY) train.py experiment=demo
 
 test: install ## the fast CPU test suite (what CI runs)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 test-full: install ## every test, slow ones included
 	$(PY) -m pytest -q

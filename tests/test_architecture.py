@@ -42,3 +42,13 @@ def test_snc_imports_nothing_of_the_reference_pipelines():
              for name in imports_of(path) if name == "snc.reference"
              or name.startswith("snc.reference.")}
     assert found == set()
+
+
+def test_arrows_run_down_to_the_engine_not_up_from_it():
+    """Metrics, ops, models and data serve the engine and tasks; none of them imports
+    ``snc.engine`` or ``snc.tasks``."""
+    found = {f"{path.relative_to(SNC)}: {name}"
+             for package in ("eval", "ops", "models", "data", "corruptions", "shifts", "augment")
+             for path in sorted((SNC / package).rglob("*.py"))
+             for name in imports_of(path) if name.startswith(("snc.engine", "snc.tasks"))}
+    assert found == set()

@@ -54,9 +54,9 @@ from snc.cli.bench_harness import Variant, print_table, time_variants, timed
 from snc.config import compose_config
 from snc.data.loader import ArrayLoader, forever
 from snc.engine.loop import CompiledStep
-from snc.engine.precision import autocast_context
 from snc.engine.runner import select_device, validate
 from snc.eval.robustness import count_errors
+from snc.precision import autocast_context
 from snc.reference.cifar import reference_loader, use_official_ops
 from snc.tasks import objectives
 from snc.tasks.classify import build_network

@@ -58,8 +58,8 @@ import torch
 from snc.cli.bench_harness import Variant, print_table, rate_columns, time_variants
 from snc.config import compose_config
 from snc.data.loader import forever
-from snc.engine.precision import autocast_context
 from snc.engine.runner import select_device
+from snc.precision import autocast_context
 from snc.reference.cifar import use_official_ops
 from snc.tasks.base import RunContext
 

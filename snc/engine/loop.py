@@ -14,8 +14,8 @@ from typing import Callable, Dict, Iterator, Optional
 
 import torch
 
-from snc.engine.precision import autocast_context
 from snc.errors import ConfigError
+from snc.precision import autocast_context
 
 log = logging.getLogger("snc")
 

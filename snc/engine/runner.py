@@ -45,9 +45,9 @@ from snc.engine.identity import config_hash, run_dir_for
 from snc.engine.lock import RunLock
 from snc.engine.loop import COMPILE_MODES, CompiledStep, train_steps, use_tqdm
 from snc.engine.optim import OPTIMIZERS, base_learning_rate, build_optimizer
-from snc.engine.precision import check_amp
 from snc.engine.schedule import SCHEDULES, build_scheduler
 from snc.errors import ConfigError
+from snc.precision import check_amp
 from snc.tasks import RunContext, Task, get_task
 from snc.tracking import LocalTracker, Trackers, WandbTracker, write_json
 from snc.tracking.sync import sync_run, tracker_group, tracker_tags

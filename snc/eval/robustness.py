@@ -22,7 +22,7 @@ import torch
 
 from snc.corruptions import CORRUPTIONS
 from snc.distributed import all_reduce_sum
-from snc.engine.precision import autocast_context
+from snc.precision import autocast_context
 
 # AlexNet mean error over the 5 severities of each ImageNet-C corruption (Hendrycks & Dietterich)
 ALEXNET_ERRORS = {
