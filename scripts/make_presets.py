@@ -448,6 +448,11 @@ def imagenet_presets() -> Dict[str, str]:
 
 STYLE_METHODS = ("mixstyle", "dsu", "efdmix", "padain")
 COMPARE_BACKBONES = ("wideresnet", "resnext")
+# The stage-level sites the authors' ResNets use, on the 3-stage CIFAR networks: MixStyle and
+# EFDMix after every stage but the last (Dassl resnet.py featuremaps, *_l123 of a 4-stage
+# ResNet), DSU after every stage (uresnet.py; its stem site has no counterpart here). pAdaIN
+# sits after every convolution of every block, a site these backbones do not offer.
+PAPER_STAGES = {"mixstyle": [1, 2], "efdmix": [1, 2], "dsu": "all"}
 
 
 def compare_presets() -> Dict[str, str]:
@@ -474,16 +479,24 @@ def compare_presets() -> Dict[str, str]:
                              crop=sncn_s["crop"], values=run_settings(sncn_s, with_cn=True)),
                 **{m: dict(position=cn_pos, values=recipe,
                            extra_defaults=[{"override /style": m}]) for m in STYLE_METHODS},
+                **{f"{m}_paper": dict(position="stage_output",
+                                      values={**recipe, "position": {"blocks": blocks}},
+                                      extra_defaults=[{"override /style": m}])
+                   for m, blocks in PAPER_STAGES.items()},
             }
             group = f"compare_{dataset}_{backbone}"  # one folder and W&B group: one report
             for method, kw in methods.items():
                 name = f"{group}_{method}"
                 kw["values"] = {"experiment_name": group, **kw.get("values", {})}
+                where = ("Position: after the stages, as in its authors' ResNets; recipe: "
+                         if method.endswith("_paper") else "Position and recipe: ")
                 files[name] = preset(
-                    name, f"Method comparison, {row}, {method}, {ds_label}", [],
+                    name, f"Method comparison, {row}, {method}"
+                    f"{' (its paper: stage outputs)' if method.endswith('_paper') else ''}, "
+                    f"{ds_label}", [],
                     dataset=dataset, backbone=backbone,
                     unpublished="method comparison: no published cell",
-                    note=(f"Position and recipe: CrossNorm's, from the {src}\n"
+                    note=(f"{where}CrossNorm's, from the {src}\n"
                           f"  python train.py -m 'experiment=glob({group}_*)' "
                           "sweep=style_methods   (every method x 3 seeds)\n"
                           f"  python scripts/report.py outputs/{group}"), **kw)

@@ -207,7 +207,7 @@ def test_densenet_batch_of_one_keeps_two_dimensional_logits():
 @pytest.mark.parametrize("kw, match", [
     (dict(name="wrn40_2", sn=True, position="after_conv"),
      r"unknown position 'after_conv' for backbone wrn40_2; valid positions: identity, "
-     r"pre_residual, post_residual, post_addition, image"),
+     r"pre_residual, post_residual, post_addition, stage_output, image"),
     (dict(name="allconv", cn=True, cn_position="post_addition"), "valid positions: after_conv"),
     (dict(name="densenet40_12", sn=True, position="bottleneck"), "layer_input, new_features"),
     (dict(name="wrn40_2", cn=True, active_num=19), "active_num=19 but the model has 18"),

@@ -146,11 +146,18 @@ def test_other_tasks_refuse_a_style_method(make_cfg):
                           "dataset.num_train=120", "task.labels=20", "batch_size=8"))
 
 
+def cfg_group(name: str) -> str:
+    """compare_<dataset>_<backbone> of a compare preset's name."""
+    backbone = "resnext29_4x32d" if "resnext" in name else "wrn40_2"
+    return name[:name.index(backbone) + len(backbone)]
+
+
 COMPARE = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("compare_*.yaml"))
 
 
 def test_compare_presets_cover_every_method_on_both_datasets_and_backbones():
-    methods = ("basic", "sn", "cn", "sncn", *sorted(METHODS))
+    methods = ("basic", "sn", "cn", "sncn", *sorted(METHODS), "mixstyle_paper", "efdmix_paper",
+               "dsu_paper")
     assert COMPARE == sorted(f"compare_{d}_{b}_{m}" for d in ("cifar10", "cifar100")
                              for b in ("resnext29_4x32d", "wrn40_2") for m in methods)
 
@@ -159,12 +166,19 @@ def test_compare_presets_cover_every_method_on_both_datasets_and_backbones():
 def test_a_compare_preset_puts_its_method_where_cn_goes_in_one_shared_folder(name):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={name}"])
-        cn = compose("train", overrides=[f"experiment={name.rsplit('_', 1)[0]}_cn"])
-    method = name.rsplit("_", 1)[1]
+        cn = compose("train", overrides=[f"experiment={cfg_group(name)}_cn"])
+    group = cfg_group(name)
+    method = name[len(group) + 1:]
     units = unit_options(cfg)
-    assert units.label == method
-    assert cfg.experiment_name == name.rsplit("_", 1)[0]  # one report for the group
-    if method in METHODS:
+    assert units.label == method.replace("_paper", "")
+    assert cfg.experiment_name == group  # one report for the group
+    if method.endswith("_paper"):
+        assert cfg.position.name == "stage_output"
+        blocks = cfg.position.blocks
+        assert (blocks == "all") if method == "dsu_paper" else (list(blocks) == [1, 2])
+        model = build_model(cfg.backbone.name, 10, cn=units.style, placement=units.placement)
+        assert len(styled(model)) == (3 if method == "dsu_paper" else 2)
+    elif method in METHODS:
         assert units.style == METHODS[method]()  # the paper's defaults
         assert cfg.position == cn.position and cfg.optimizer == cn.optimizer
         assert cfg.batch_size == cn.batch_size and cfg.epochs == cn.epochs
@@ -210,7 +224,7 @@ def test_the_compare_page_commands_compose():
         pattern = next((a[len("experiment=glob("):-1] for a in args
                         if a.startswith("experiment=glob(")), None)
         if pattern:
-            assert len(fnmatch.filter(COMPARE, pattern)) == 8
+            assert len(fnmatch.filter(COMPARE, pattern)) == 11
             args = [a for a in args if not a.startswith("experiment=")]
             args.append(f"experiment={fnmatch.filter(COMPARE, pattern)[0]}")
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

@@ -4,7 +4,7 @@ A backbone asks a :class:`UnitFactory` once per site, naming the site's position
 and stage; the factory returns a :class:`~snc.ops.CNSN` unit or None. Positions are the paper's
 (appendix Figs. 8 and 9): ``identity``, ``pre_residual``, ``post_residual``, ``post_addition``;
 ``after_conv``, ``after_norm``, ``after_act``; ``layer_input``, ``new_features``, ``bottleneck``;
-and ``image``.
+``stage_output`` (after a stage's last cell; WRN and ResNeXt) and ``image``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from snc.ops import (
 from snc.ops.style import style_unit
 
 IMAGE = "image"
+STAGE_OUTPUT = "stage_output"
+"""After a stage's last cell: the stage-level site where MixStyle, DSU and EFDMix insert their
+ops (Dassl's ResNet ``featuremaps``; DSU's ``uresnet.py``), offered by WRN and ResNeXt."""
 
 SNOptions = Union[SelfNormOptions, SqueezeExcitationOptions]
 

@@ -297,14 +297,17 @@ def sample_efdmix_args(shape: Sequence[int], options: Optional[EFDMixOptions] = 
 def permuted_adain(x: torch.Tensor, *, perm: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Permuted AdaIN with its partners given (pure function)::
 
-        out = AdaIN(x, x[perm]) = sig[perm] * (x - mu) / sig + mu[perm]
+        out = AdaIN(x, sg(x[perm])) = sg(sig[perm]) * (x - mu) / sig + sg(mu[perm])
 
-    Nothing is detached. Equal to :func:`~snc.ops.crossnorm.cross_norm` with the same ``perm``
-    and no crop (tested).
+    The partner's statistics are the style target and carry no gradient (the authors' code,
+    onuriel/PermutedAdaIN ``permutedAdaIN.py``, computes them on ``style_feat.detach()``); the
+    content's do. That code also adds ``eps`` a second time to the content's std, a shift of
+    1e-5 not reproduced here. Equal in value to :func:`~snc.ops.crossnorm.cross_norm` with the
+    same ``perm`` and no crop (tested).
     """
     xw = _work(x)
     mu, sig = style_stats(x, eps)
-    return _restyle(xw, mu, sig, mu[perm], sig[perm]).to(x.dtype)
+    return _restyle(xw, mu, sig, mu.detach()[perm], sig.detach()[perm]).to(x.dtype)
 
 
 def sample_permuted_adain_args(shape: Sequence[int],

@@ -28,9 +28,9 @@ from torch import nn
 
 from snc.models.base import Backbone, apply_unit, init_weights
 from snc.models.registry import register_backbone
-from snc.models.units import UnitFactory
+from snc.models.units import STAGE_OUTPUT, UnitFactory
 
-POSITIONS = ("identity", "pre_residual", "post_residual", "post_addition")
+POSITIONS = ("identity", "pre_residual", "post_residual", "post_addition", STAGE_OUTPUT)
 
 
 class ResNeXtBottleneck(nn.Module):
@@ -128,7 +128,8 @@ class CifarResNeXt(Backbone):
                     )
                 )
                 inplanes = planes * ResNeXtBottleneck.expansion
-            stages.append(nn.Sequential(*blocks))
+            tail = units(STAGE_OUTPUT, inplanes, stage)  # None unless placed there
+            stages.append(nn.Sequential(*blocks, *([tail] if tail is not None else [])))
         self.stage_1, self.stage_2, self.stage_3 = stages
         self.classifier = nn.Linear(inplanes, num_classes)
         init_weights(self, linear_weight="kaiming")

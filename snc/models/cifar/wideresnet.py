@@ -21,9 +21,9 @@ from torch import nn
 
 from snc.models.base import Backbone, apply_unit, init_weights
 from snc.models.registry import register_backbone
-from snc.models.units import UnitFactory
+from snc.models.units import STAGE_OUTPUT, UnitFactory
 
-POSITIONS = ("identity", "pre_residual", "post_residual", "post_addition")
+POSITIONS = ("identity", "pre_residual", "post_residual", "post_addition", STAGE_OUTPUT)
 
 
 class WideBasicBlock(nn.Module):
@@ -114,7 +114,8 @@ class WideResNet(Backbone):
                 )
                 for i in range(n)
             ]
-            stages.append(nn.Sequential(*blocks))
+            tail = units(STAGE_OUTPUT, widths[stage], stage)  # None unless placed there
+            stages.append(nn.Sequential(*blocks, *([tail] if tail is not None else [])))
         self.block1, self.block2, self.block3 = stages
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.fc = nn.Linear(widths[3], num_classes)
