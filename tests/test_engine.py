@@ -177,7 +177,8 @@ def test_cn_off_carries_no_cn_field(make_cfg):
 def test_typed_options_reach_the_units_unchanged(make_cfg):
     cfg = make_cfg("sn=on", "sn.gates=2", "cn=on", "crop=style", "cn.threshold=0.2",
                    "cn.active_num=2", "position=post_residual")
-    sn, cn, placement = unit_options(cfg)
+    units = unit_options(cfg)
+    cn, placement = units.cn, units.placement
     assert cn == CrossNormOptions(crop="style", threshold=0.2, active_num=2)
     model = build_network(cfg, 10)
     units = [m for m in model.modules() if isinstance(m, CrossNorm)]
