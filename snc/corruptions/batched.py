@@ -1,0 +1,643 @@
+"""The -C corruptions as batched tensor operations, on the images' device (CPU or CUDA).
+
+    import torch
+    from snc.corruptions.batched import corrupt_batch
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    out = corrupt_batch(images, "fog", 3, gen, preset="cifar")   # uint8 (N, H, W, 3) in and out
+
+Layout: uint8 ``(N, H, W, 3)`` RGB, the layout of :func:`snc.corruptions.corrupt` and of the
+CIFAR-C ``.npy`` files; the output stays on the input's device. The per-severity values come from
+:data:`snc.corruptions.params.PARAMS` (the single table both paths read). Every function follows
+the per-image algorithm of :mod:`snc.corruptions.functions`, batched over N; the result is cast
+to uint8 by truncation, as there.
+
+Deterministic corruptions (brightness, contrast, saturate, pixelate, defocus_blur,
+gaussian_blur, zoom_blur) compute what the CPU generator computes, in the same precision
+(float64; float32 where the CPU path is float32), so they agree with it up to floating-point
+summation order: pixelate reproduces Pillow's fixed-point BOX resampling exactly; defocus blur
+is a direct convolution where OpenCV's ``filter2D`` may use a DFT; zoom blur re-implements
+SciPy's order-1 ``zoom``. jpeg_compression uses ``torchvision.io.encode_jpeg``/``decode_jpeg``
+(nvJPEG on CUDA, libjpeg on CPU; the CPU codec is used when the device has none) instead of
+Pillow's encoder: same quality scale and 4:2:0 subsampling, but another encoder/decoder, so the
+bound is looser (see docs/corruptions.md and the tests).
+
+Random corruptions draw from one ``torch.Generator`` on the images' device, so their draws are
+not those of the NumPy path (which are not those of the original either); their distributions
+are the same. Substitutions where no exact tensor counterpart exists: ImageMagick's motion blur
+(motion_blur, snow) is the kernel model of :mod:`snc.corruptions.motion` with a per-image angle;
+OpenCV's ``warpAffine`` (elastic_transform) is bilinear sampling with reflect-101 borders and
+1/32-pixel weights; SciPy's ``map_coordinates``/``zoom``/``gaussian_filter`` are re-implemented
+(same kernels, border modes and sampling grids). The bounds reached are tested in
+``tests/test_corruptions_batched.py``.
+
+Not batched (computed per image by the CPU generator, with a logged warning naming the
+corruption): spatter (OpenCV's Canny edges, distance transform and histogram equalization) and
+the -C-bar corruptions.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Callable, Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as TF
+
+from snc.corruptions.params import PARAMS
+
+log = logging.getLogger("snc")
+
+Images = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _unit(x: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
+    return x.to(dtype) / 255.0
+
+
+def _pad_index(n: int, r: int, mode: str, device) -> torch.Tensor:
+    """Indices of a length-``n`` axis padded by ``r`` on both sides, as SciPy's / OpenCV's
+    border modes: ``nearest`` (edge repeated), ``reflect`` (SciPy: ``d c b a | a b c d``),
+    ``reflect101`` (OpenCV default, ``d c b | a b c d``). Works for any ``r`` (several periods)."""
+    i = torch.arange(-r, n + r, device=device)
+    if mode == "nearest":
+        return i.clamp(0, n - 1)
+    if mode == "reflect":
+        i = torch.remainder(i, 2 * n)
+        return torch.where(i >= n, 2 * n - 1 - i, i)
+    if mode == "reflect101":
+        if n == 1:
+            return torch.zeros_like(i)
+        i = torch.remainder(i, 2 * n - 2)
+        return torch.where(i >= n, 2 * n - 2 - i, i)
+    raise ValueError(mode)
+
+
+def _gaussian_weights(sigma: float, truncate: float) -> np.ndarray:
+    # scipy.ndimage.gaussian_filter1d's kernel (correlation, symmetric)
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / float(sigma) ** 2 * x ** 2)
+    return phi / phi.sum()
+
+
+def _correlate1d(x: torch.Tensor, weights: np.ndarray, dim: int, mode: str) -> torch.Tensor:
+    """Correlates ``x`` with ``weights`` along ``dim`` with the border ``mode``."""
+    r = len(weights) // 2
+    n = x.shape[dim]
+    xp = x.index_select(dim, _pad_index(n, r, mode, x.device)).movedim(dim, -1)
+    shape = xp.shape
+    k = torch.as_tensor(weights, dtype=x.dtype, device=x.device).view(1, 1, -1)
+    out = TF.conv1d(xp.reshape(-1, 1, shape[-1]), k)
+    return out.reshape(*shape[:-1], n).movedim(-1, dim)
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, dims=(1, 2), mode: str = "nearest",
+                    truncate: float = 4.0) -> torch.Tensor:
+    """``scipy.ndimage.gaussian_filter`` along ``dims`` (sigma 0 leaves ``x`` unchanged)."""
+    if float(sigma) <= 0:
+        return x
+    w = _gaussian_weights(sigma, truncate)
+    for d in dims:
+        x = _correlate1d(x, w, d, mode)
+    return x
+
+
+def rgb2hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """:func:`snc.corruptions.functions.rgb2hsv` (scikit-image's) on ``(..., 3)`` tensors."""
+    r, g, b = rgb.unbind(-1)
+    v = rgb.amax(-1)
+    delta = v - rgb.amin(-1)
+    zero = delta == 0
+    safe = torch.where(zero, torch.ones_like(delta), delta)
+    s = torch.where(zero, torch.zeros_like(delta), delta / torch.where(v == 0, 1.0, v))
+    h = torch.where(b == v, 4.0 + (r - g) / safe,
+                    torch.where(g == v, 2.0 + (b - r) / safe, (g - b) / safe))
+    h = torch.remainder(h / 6.0, 1.0)
+    h = torch.where(zero, torch.zeros_like(h), h)
+    return torch.stack([h, s, v], -1)
+
+
+def hsv2rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """:func:`snc.corruptions.functions.hsv2rgb` (scikit-image's) on ``(..., 3)`` tensors."""
+    h, s, v = hsv.unbind(-1)
+    hi = torch.floor(h * 6)
+    f = h * 6 - hi
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    hi = torch.remainder(hi.to(torch.uint8).to(torch.int64), 6)  # the CPU path's uint8 cast
+    choices = torch.stack([
+        torch.stack((v, t, p), -1), torch.stack((q, v, p), -1), torch.stack((p, v, t), -1),
+        torch.stack((p, q, v), -1), torch.stack((t, p, v), -1), torch.stack((v, p, q), -1),
+    ], 0)
+    idx = hi.unsqueeze(0).unsqueeze(-1).expand(1, *hi.shape, 3)
+    return torch.gather(choices, 0, idx).squeeze(0)
+
+
+def _zoom_axis(n_in: int, factor: float, device) -> tuple:
+    """SciPy ``ndimage.zoom(order=1)`` along one axis of length ``n_in``: output length, and
+    for each output sample the two source indices and the weight of the second."""
+    n_out = int(round(n_in * factor))
+    step = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    c = torch.arange(n_out, device=device, dtype=torch.float64) * step
+    lo = torch.floor(c).clamp(0, n_in - 1)
+    frac = c - lo
+    lo = lo.long()
+    hi = (lo + 1).clamp(max=n_in - 1)
+    return n_out, lo, hi, frac
+
+
+def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """:func:`snc.corruptions.functions.clipped_zoom` on ``(N, H, W, ...)``, float64 inside,
+    returned in ``x``'s dtype (as SciPy writes its output in the input's dtype)."""
+    h = x.shape[1]
+    ch = int(np.ceil(h / factor))
+    top = (h - ch) // 2
+    src = x[:, top:top + ch, top:top + ch].to(torch.float64)
+    n_out, lo, hi, frac = _zoom_axis(ch, factor, x.device)
+    trim = (n_out - h) // 2
+    sel = slice(trim, trim + h)
+    lo, hi, frac = lo[sel], hi[sel], frac[sel]
+    extra = (1,) * (x.ndim - 3)
+    fr = frac.view(1, -1, 1, *extra)
+    rows = src[:, lo] * (1 - fr) + src[:, hi] * fr
+    fc = frac.view(1, 1, -1, *extra)
+    out = rows[:, :, lo] * (1 - fc) + rows[:, :, hi] * fc
+    return out.to(x.dtype)
+
+
+def motion_blur_apply(x: torch.Tensor, radius: int, sigma: float,
+                      angles: torch.Tensor) -> torch.Tensor:
+    """:func:`snc.corruptions.motion.motion_blur_kernel_apply` on ``(N, H, W[, C])`` with one
+    angle (degrees) per image; float64 result rounded down to whole grey levels."""
+    width = 2 * int(radius) + 1
+    taps = np.arange(width)
+    weights = np.exp(-(taps ** 2) / (2.0 * sigma ** 2))
+    weights /= weights.sum()
+    n, h, w = x.shape[:3]
+    src = x.to(torch.float64)
+    theta = torch.deg2rad(angles.to(torch.float64))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    base_r = torch.arange(h, device=x.device)
+    base_c = torch.arange(w, device=x.device)
+    nn_ = torch.arange(n, device=x.device).view(n, 1, 1)
+    out = torch.zeros_like(src)
+    for i in range(width):
+        ox = torch.ceil(i * cos - 0.5).long()
+        oy = torch.ceil(i * sin - 0.5).long()
+        rows = (base_r.view(1, h) + oy.view(n, 1)).clamp(0, h - 1)
+        cols = (base_c.view(1, w) + ox.view(n, 1)).clamp(0, w - 1)
+        out += float(weights[i]) * src[nn_, rows.view(n, h, 1), cols.view(n, 1, w)]
+    return torch.floor(out + 1e-9)
+
+
+def _uniform(gen, shape, low, high, device, dtype=torch.float64) -> torch.Tensor:
+    return torch.rand(shape, generator=gen, device=device, dtype=dtype) * (high - low) + low
+
+
+def _normal(gen, shape, loc, scale, device, dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(shape, generator=gen, device=device, dtype=dtype) * scale + loc
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+def gaussian_noise(x, sigma, gen):
+    x = _unit(x, torch.float32)
+    return (x + _normal(gen, x.shape, 0.0, sigma, x.device, x.dtype)).clamp(0, 1) * 255
+
+
+def shot_noise(x, c, gen):
+    x = _unit(x, torch.float32)
+    return (torch.poisson(x * c, generator=gen) / c).clamp(0, 1) * 255
+
+
+def impulse_noise(x, amount, gen):
+    x = _unit(x, torch.float32)
+    flipped = torch.rand(x.shape, generator=gen, device=x.device) < amount
+    salted = torch.rand(x.shape, generator=gen, device=x.device) < 0.5
+    x = torch.where(flipped & salted, torch.ones_like(x), x)
+    x = torch.where(flipped & ~salted, torch.zeros_like(x), x)
+    return x.clamp(0, 1) * 255
+
+
+def speckle_noise(x, sigma, gen):
+    x = _unit(x, torch.float32)
+    noise = _normal(gen, x.shape, 0.0, sigma, x.device, x.dtype)
+    return (x + x * noise).clamp(0, 1) * 255
+
+
+# ----------------------------------------------------------------------------- blur
+
+
+def gaussian_blur(x, sigma):
+    return gaussian_filter(_unit(x), sigma).clamp(0, 1) * 255
+
+
+@lru_cache(maxsize=None)
+def _disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    from snc.corruptions.functions import _disk
+
+    return _disk(radius, alias_blur).astype(np.float64)
+
+
+def defocus_blur(x, params):
+    kernel = _disk_kernel(*params)
+    k = kernel.shape[0]
+    r = k // 2
+    x = _unit(x)
+    n, h, w, c = x.shape
+    planes = x.permute(0, 3, 1, 2).reshape(n * c, 1, h, w)
+    planes = planes.index_select(2, _pad_index(h, r, "reflect101", x.device))
+    planes = planes.index_select(3, _pad_index(w, r, "reflect101", x.device))
+    weight = torch.as_tensor(kernel, dtype=x.dtype, device=x.device).view(1, 1, k, k)
+    out = TF.conv2d(planes, weight).reshape(n, c, h, w).permute(0, 2, 3, 1)
+    return out.clamp(0, 1) * 255
+
+
+def glass_blur(x, params, gen):
+    sigma, delta, iterations = params
+    x = torch.floor(gaussian_filter(_unit(x), sigma) * 255).to(torch.uint8)
+    n, h, w = x.shape[:3]
+    rows = torch.arange(n, device=x.device)
+    cols = list(range(w - delta, delta, -1))
+    for _ in range(iterations):
+        for hh in range(h - delta, delta, -1):
+            # per visited pixel and image two integers (dx, dy) in [-delta, delta - 1]
+            d = torch.randint(-delta, delta, (len(cols), n, 2), generator=gen, device=x.device)
+            for j, ww in enumerate(cols):
+                # a copy from the neighbour, not a swap (see functions.glass_blur)
+                x[rows, hh, ww] = x[rows, hh + d[j, :, 1], ww + d[j, :, 0]]
+    return gaussian_filter(x.to(torch.float64) / 255.0, sigma).clamp(0, 1) * 255
+
+
+def motion_blur(x, params, gen):
+    radius, sigma = params
+    angles = _uniform(gen, (x.shape[0],), -45, 45, x.device)
+    return motion_blur_apply(x, radius, sigma, angles).clamp(0, 255)
+
+
+def zoom_blur(x, factors):
+    x = (x.to(torch.float64) / 255.0).to(torch.float32)
+    acc = torch.zeros_like(x)
+    for z in factors:
+        acc += clipped_zoom(x, float(z))
+    out = (x + acc) / (len(factors) + 1)
+    return out.clamp(0, 1) * 255
+
+
+# ----------------------------------------------------------------------------- weather
+
+
+def snow(x, params, gen):
+    mean, std, zoom, threshold, blur_radius, blur_sigma, blend = params
+    x = x.to(torch.float32) / 255.0
+    n, h, w = x.shape[:3]
+    layer = _normal(gen, (n, h, w), mean, std, x.device)
+    layer = clipped_zoom(layer, zoom)
+    layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
+    grey8 = torch.floor(layer.clamp(0, 1) * 255)
+    angles = _uniform(gen, (n,), -135, -45, x.device)
+    blurred = motion_blur_apply(grey8, blur_radius, blur_sigma, angles)
+    layer = (blurred.clamp(0, 255).floor() / 255.0).to(torch.float32).unsqueeze(-1)
+    grey = (0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]).unsqueeze(-1)
+    img = blend * x + (1 - blend) * torch.maximum(x, grey * 1.5 + 0.5)
+    return (img + layer + torch.flip(layer, (1, 2))).clamp(0, 1) * 255
+
+
+@lru_cache(maxsize=None)
+def _frost_stack(scale: float, device: str):
+    from snc.corruptions.functions import _frost_images
+
+    textures = [t[..., ::-1] for t in _frost_images(scale)]  # BGR -> RGB
+    th = max(t.shape[0] for t in textures)
+    tw = max(t.shape[1] for t in textures)
+    stack = np.zeros((len(textures), th, tw, 3), np.uint8)
+    for i, t in enumerate(textures):
+        stack[i, :t.shape[0], :t.shape[1]] = t
+    sizes = np.array([t.shape[:2] for t in textures])
+    return torch.from_numpy(stack).to(device), torch.from_numpy(sizes).to(device)
+
+
+def frost(x, params, gen, scale: float):
+    a, b = params
+    stack, sizes = _frost_stack(float(scale), str(x.device))
+    n, h, w = x.shape[:3]
+    if int(sizes[:, 0].min()) <= h or int(sizes[:, 1].min()) <= w:
+        raise ValueError(
+            f"{h}x{w} images are larger than the frost textures at this preset's scale; "
+            "use a preset made for this size")
+    idx = torch.randint(0, len(sizes), (n,), generator=gen, device=x.device)
+    u = torch.rand((n, 2), generator=gen, device=x.device, dtype=torch.float64)
+    top = torch.floor(u[:, 0] * (sizes[idx, 0] - h)).long()
+    left = torch.floor(u[:, 1] * (sizes[idx, 1] - w)).long()
+    r = top.view(n, 1, 1) + torch.arange(h, device=x.device).view(1, h, 1)
+    c = left.view(n, 1, 1) + torch.arange(w, device=x.device).view(1, 1, w)
+    crop = stack[idx.view(n, 1, 1), r, c].to(torch.float64)
+    return (a * x.to(torch.float64) + b * crop).clamp(0, 255)
+
+
+def plasma_fractal(gen, n: int, mapsize: int, wibbledecay: float, device) -> torch.Tensor:
+    """:func:`snc.corruptions.functions.plasma_fractal` for ``n`` maps at once."""
+    m = torch.zeros((n, mapsize, mapsize), dtype=torch.float64, device=device)
+    stepsize = mapsize
+    wibble = 100.0
+
+    def wibbledmean(array):
+        return array / 4 + wibble * _uniform(gen, array.shape, -wibble, wibble, device)
+
+    while stepsize >= 2:
+        half = stepsize // 2
+        corner = m[:, 0:mapsize:stepsize, 0:mapsize:stepsize]
+        square = corner + torch.roll(corner, -1, 1)
+        square = square + torch.roll(square, -1, 2)
+        m[:, half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(square)
+        dr = m[:, half:mapsize:stepsize, half:mapsize:stepsize]
+        ul = m[:, 0:mapsize:stepsize, 0:mapsize:stepsize]
+        lt = dr + torch.roll(dr, 1, 1) + ul + torch.roll(ul, -1, 2)
+        m[:, 0:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(lt)
+        tt = dr + torch.roll(dr, 1, 2) + ul + torch.roll(ul, -1, 1)
+        m[:, half:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(tt)
+        stepsize //= 2
+        wibble /= wibbledecay
+    m = m - m.amin((1, 2), keepdim=True)
+    return m / m.amax((1, 2), keepdim=True)
+
+
+def fog(x, params, gen, mapsize: int):
+    strength, decay = params
+    x = _unit(x)
+    n, h, w = x.shape[:3]
+    size = max(mapsize, 1 << int(np.ceil(np.log2(max(h, w)))))
+    max_val = x.amax((1, 2, 3), keepdim=True)
+    maps = plasma_fractal(gen, n, size, decay, x.device)[:, :h, :w, None]
+    return ((x + strength * maps) * max_val / (max_val + strength)).clamp(0, 1) * 255
+
+
+def brightness(x, c):
+    hsv = rgb2hsv(_unit(x))
+    hsv = torch.stack([hsv[..., 0], hsv[..., 1], (hsv[..., 2] + c).clamp(0, 1)], -1)
+    return hsv2rgb(hsv).clamp(0, 1) * 255
+
+
+def saturate(x, params):
+    scale, shift = params
+    hsv = rgb2hsv(_unit(x))
+    hsv = torch.stack([hsv[..., 0], (hsv[..., 1] * scale + shift).clamp(0, 1), hsv[..., 2]], -1)
+    return hsv2rgb(hsv).clamp(0, 1) * 255
+
+
+# ----------------------------------------------------------------------------- digital
+
+
+def contrast(x, c):
+    x = _unit(x)
+    means = x.mean((1, 2), keepdim=True)
+    return ((x - means) * c + means).clamp(0, 1) * 255
+
+
+def _affine_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """``cv2.getAffineTransform`` for a batch: ``(N, 3, 2)`` point sets -> ``(N, 2, 3)``."""
+    ones = torch.ones(src.shape[:2] + (1,), dtype=src.dtype, device=src.device)
+    a = torch.cat([src, ones], -1)                      # (N, 3, 3)
+    return torch.linalg.solve(a, dst).transpose(1, 2)   # (N, 2, 3)
+
+
+def _reflect_coord(c: torch.Tensor, n: int) -> torch.Tensor:
+    # SciPy mode "reflect" (half-sample symmetric) folded into [-0.5, n - 0.5]
+    c = torch.remainder(c + 0.5, 2 * n)
+    return torch.where(c >= n, 2 * n - c, c) - 0.5
+
+
+def _bilinear(img: torch.Tensor, y: torch.Tensor, x: torch.Tensor, fold: Callable,
+              quantize: bool = False) -> torch.Tensor:
+    """Samples ``img`` ``(N, H, W, C)`` at ``(N, H', W')`` coordinates; ``fold`` maps integer
+    indices into range (border mode)."""
+    n, h, w = img.shape[:3]
+    y0, x0 = torch.floor(y), torch.floor(x)
+    fy, fx = y - y0, x - x0
+    if quantize:  # OpenCV's 1/32-pixel interpolation weights
+        fy, fx = torch.round(fy * 32) / 32, torch.round(fx * 32) / 32
+    y0, x0 = y0.long(), x0.long()
+    nn_ = torch.arange(n, device=img.device).view(n, 1, 1)
+    ya, yb = fold(y0, h), fold(y0 + 1, h)
+    xa, xb = fold(x0, w), fold(x0 + 1, w)
+    fy, fx = fy.unsqueeze(-1).to(img.dtype), fx.unsqueeze(-1).to(img.dtype)
+    top = img[nn_, ya, xa] * (1 - fx) + img[nn_, ya, xb] * fx
+    bottom = img[nn_, yb, xa] * (1 - fx) + img[nn_, yb, xb] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _fold_reflect101(i: torch.Tensor, n: int) -> torch.Tensor:
+    if n == 1:
+        return torch.zeros_like(i)
+    i = torch.remainder(i, 2 * n - 2)
+    return torch.where(i >= n, 2 * n - 2 - i, i)
+
+
+def _fold_clamp(i: torch.Tensor, n: int) -> torch.Tensor:
+    return i.clamp(0, n - 1)
+
+
+def elastic_transform(x, params, gen):
+    alpha, sigma, affine = params
+    x = x.to(torch.float32) / 255.0
+    n, h, w, c = x.shape
+    dev = x.device
+    center = np.float32((h, w)) // 2
+    square = min(h, w) // 3
+    pts1 = np.float32([center + square, [center[0] + square, center[1] - square],
+                       center - square])
+    src = torch.as_tensor(pts1, dtype=torch.float64, device=dev).expand(n, 3, 2)
+    jitter = _uniform(gen, (n, 3, 2), -affine, affine, dev).to(torch.float32).to(torch.float64)
+    m = _affine_from_points(src, src + jitter)          # maps (x, y) of the source to the output
+    full = torch.cat([m, torch.tensor([0.0, 0.0, 1.0], dtype=m.dtype, device=dev)
+                      .expand(n, 1, 3)], 1)
+    inv = torch.linalg.inv(full)[:, :2]                 # output (x, y) -> source (x, y)
+    gy, gx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
+                            torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
+    sx = inv[:, 0, 0, None, None] * gx + inv[:, 0, 1, None, None] * gy + inv[:, 0, 2, None, None]
+    sy = inv[:, 1, 0, None, None] * gx + inv[:, 1, 1, None, None] * gy + inv[:, 1, 2, None, None]
+    img = _bilinear(x, sy, sx, _fold_reflect101, quantize=True)
+    noise = _uniform(gen, (2, n, h, w), -1, 1, dev)
+    fields = gaussian_filter(noise, sigma, dims=(2, 3), mode="reflect", truncate=3) * alpha
+    dx, dy = fields.to(torch.float32).to(torch.float64)
+    yy = _reflect_coord(gy + dy, h)
+    xx = _reflect_coord(gx + dx, w)
+    warped = _bilinear(img.to(torch.float64), yy, xx, _fold_clamp)
+    return warped.to(torch.float32).clamp(0, 1) * 255
+
+
+@lru_cache(maxsize=None)
+def _pil_box_coeffs(n_in: int, n_out: int) -> np.ndarray:
+    """Pillow's fixed-point BOX resampling weights (``precompute_coeffs`` and
+    ``normalize_coeffs_8bpc`` of ``Resample.c``) as an ``(n_out, n_in)`` integer matrix."""
+    scale = n_in / n_out
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    mat = np.zeros((n_out, n_in), np.float64)
+    for xx in range(n_out):
+        center = (xx + 0.5) * scale
+        ss = 1.0 / filterscale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), n_in) - xmin
+        k = np.zeros(xmax)
+        for j in range(xmax):
+            t = (j + xmin - center + 0.5) * ss
+            k[j] = 1.0 if -0.5 < t <= 0.5 else 0.0
+        if k.sum() != 0:
+            k = k / k.sum()
+        mat[xx, xmin:xmin + xmax] = np.floor(0.5 + k * (1 << 22))
+    return mat
+
+
+def _pil_resample_axis(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
+    n_in = x.shape[dim]
+    if n_in == n_out:
+        return x
+    k = torch.as_tensor(_pil_box_coeffs(n_in, n_out), dtype=torch.float64, device=x.device)
+    y = torch.matmul(k, x.movedim(dim, -2).to(torch.float64))
+    y = torch.floor((y + (1 << 21)) / (1 << 22)).clamp(0, 255)  # exact: integers < 2**53
+    return y.movedim(-2, dim)
+
+
+def pixelate(x, scale):
+    n, h, w = x.shape[:3]
+    small_w, small_h = int(w * scale), int(h * scale)
+    # Pillow resamples horizontally, then vertically, through a uint8 image
+    y = _pil_resample_axis(_pil_resample_axis(x, small_w, 2), small_h, 1)
+    return _pil_resample_axis(_pil_resample_axis(y, w, 2), h, 1)
+
+
+def _jpeg_roundtrip(x: torch.Tensor, quality: int, device: torch.device) -> torch.Tensor:
+    import warnings
+
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    chw = [img.permute(2, 0, 1).contiguous() for img in x.to(device)]
+    with warnings.catch_warnings():  # torchvision 0.29 flags its image codecs as deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        encoded = [e.cpu() for e in encode_jpeg(chw, quality=int(quality))]
+        decoded = decode_jpeg(encoded, device=device)
+    return torch.stack([d.permute(1, 2, 0) for d in decoded])
+
+
+def jpeg_compression(x, quality):
+    if x.device.type != "cpu":
+        try:
+            return _jpeg_roundtrip(x, quality, x.device)
+        except (RuntimeError, NotImplementedError) as err:  # no nvJPEG on this device
+            log.warning("jpeg_compression: no JPEG codec on %s (%s); using the CPU codec",
+                        x.device, str(err).splitlines()[0] if str(err) else type(err).__name__)
+    return _jpeg_roundtrip(x.cpu(), quality, torch.device("cpu")).to(x.device)
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+DETERMINISTIC: Dict[str, Callable] = {
+    "brightness": brightness, "contrast": contrast, "saturate": saturate, "pixelate": pixelate,
+    "jpeg_compression": jpeg_compression, "defocus_blur": defocus_blur,
+    "gaussian_blur": gaussian_blur, "zoom_blur": zoom_blur,
+}
+RANDOM: Dict[str, Callable] = {
+    "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
+    "speckle_noise": speckle_noise, "motion_blur": motion_blur, "glass_blur": glass_blur,
+    "snow": snow, "elastic_transform": elastic_transform,
+}
+BATCHED = tuple(DETERMINISTIC) + tuple(RANDOM) + ("frost", "fog")
+
+
+def is_batched(name: str) -> bool:
+    """Whether ``name`` has a batched tensor implementation (else :func:`corrupt_batch` runs the
+    CPU generator per image)."""
+    return name in BATCHED
+
+
+def _stack(images: Images) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        return images
+    images = list(images)
+    shapes = {tuple(img.shape) for img in images}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"corrupt_batch needs images of one size, got {len(shapes)} sizes "
+            f"({', '.join(str(s) for s in sorted(shapes)[:3])}...); resize them to one size "
+            "first, or use the folder (ImageNet-C) layout, which corrupts them image by image")
+    if not images:
+        raise ValueError("corrupt_batch got no images")
+    return torch.stack(images)
+
+
+def _cpu_fallback(x: torch.Tensor, name: str, severity: int, gen: torch.Generator,
+                  preset: str) -> torch.Tensor:
+    from snc.corruptions import corrupt
+
+    log.warning("corrupt_batch: %s has no batched implementation; corrupting %d images one by "
+                "one with the CPU generator", name, len(x))
+    seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen, device=gen.device).item())
+    out = corrupt(x.cpu().numpy(), name, severity, preset=preset, seed=seed)
+    return torch.from_numpy(out).to(x.device)
+
+
+def corrupt_batch(
+    images: Images,
+    name: str,
+    severity: int,
+    generator: Optional[torch.Generator] = None,
+    *,
+    preset: str = "cifar",
+) -> torch.Tensor:
+    """Applies corruption ``name`` at ``severity`` to a batch of images on their device.
+
+    Args:
+        images: uint8 ``(N, H, W, 3)`` RGB tensor (or a sequence of ``(H, W, 3)`` tensors of
+            one size), on any device.
+        name: a -C corruption name (:data:`snc.corruptions.ALL_CORRUPTIONS`) or a -C-bar name.
+        severity: 1 to 5.
+        generator: the random stream, on the images' device (default: seeded with 0).
+        preset: the parameter table (``cifar``, ``tinyimagenet``, ``imagenet``), as
+            :func:`snc.corruptions.corrupt`.
+
+    Returns:
+        uint8 ``(N, H, W, 3)`` on the images' device.
+
+    Raises:
+        ValueError: unknown name/severity/preset, a non-uint8 or non-RGB input, images of
+            several sizes, or a generator on another device.
+    """
+    from snc.corruptions import check_corruption
+
+    check_corruption(name, preset)
+    severity = int(severity)
+    if severity not in range(1, 6):
+        raise ValueError(f"severity must be 1..5, got {severity}")
+    x = _stack(images)
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"corrupt_batch takes uint8 (N, H, W, 3) RGB images, got {x.dtype} "
+                         f"{tuple(x.shape)}")
+    if generator is None:
+        generator = torch.Generator(device=x.device).manual_seed(0)
+    if torch.device(generator.device).type != x.device.type:
+        raise ValueError(f"the generator is on {generator.device}, the images on {x.device}; "
+                         "create it with torch.Generator(device=images.device)")
+    if len(x) == 0:
+        return x.clone()
+    if not is_batched(name):
+        return _cpu_fallback(x, name, severity, generator, preset)
+    table = PARAMS[preset]
+    p = table[name][severity - 1]
+    if name in DETERMINISTIC:
+        out = DETERMINISTIC[name](x, p)
+    elif name == "frost":
+        out = frost(x, p, generator, table["frost_scale"])
+    elif name == "fog":
+        out = fog(x, p, generator, table["fog_mapsize"])
+    else:
+        out = RANDOM[name](x, p, generator)
+    # values are in [0, 255]: truncation, as the CPU path's uint8 cast
+    return out if out.dtype == torch.uint8 else out.to(torch.uint8)

@@ -1,0 +1,174 @@
+"""The batched tensor corruptions (snc.corruptions.batched) against the CPU generator, on CPU
+tensors: deterministic ones value by value, random ones by their per-severity statistics."""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from snc.corruptions import ALL_CORRUPTIONS, RANDOM_CORRUPTIONS, corrupt
+from snc.corruptions.batched import BATCHED, DETERMINISTIC, corrupt_batch, is_batched
+
+DATA = Path(__file__).parent / "data" / "corruptions"
+VECTORS = np.load(DATA / "cifar.npz")
+MOTION = np.load(DATA / "motion_blur_fixed_angle.npz")
+STATS = json.loads((DATA / "stats.json").read_text())
+RANDOM_BATCHED = sorted(set(BATCHED) & RANDOM_CORRUPTIONS)
+# Tested bound per deterministic corruption: (largest difference in grey levels, largest
+# fraction of differing values), vs the original's outputs and vs the CPU generator.
+BOUNDS = {name: (0, 0.0) for name in DETERMINISTIC}
+BOUNDS["gaussian_blur"] = (1, 0.001)  # float summation order: one value of 49,152 at 32 px
+
+
+def _real64() -> np.ndarray:
+    """64 real images: the 16 reference CIFAR images, as is, mirrored, flipped and rotated."""
+    x = VECTORS["inputs"]
+    return np.concatenate([x, x[:, :, ::-1], x[:, ::-1], np.rot90(x, 1, (1, 2))])
+
+
+def _check_bound(out, ref, name, what):
+    diff = np.abs(out.astype(int) - ref.astype(int))
+    top, frac = BOUNDS[name]
+    assert diff.max() <= top, (name, what, diff.max())
+    assert (diff > 0).mean() <= frac, (name, what, (diff > 0).mean())
+
+
+def test_every_corruption_is_batched_or_named_as_falling_back():
+    assert set(BATCHED) <= set(ALL_CORRUPTIONS)
+    assert set(ALL_CORRUPTIONS) - set(BATCHED) == {"spatter"}
+    assert set(DETERMINISTIC) == set(ALL_CORRUPTIONS) - RANDOM_CORRUPTIONS
+
+
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_deterministic_match_the_original_outputs(name):
+    x = torch.from_numpy(VECTORS["inputs"])
+    for severity in range(1, 6):
+        out = corrupt_batch(x, name, severity, preset="cifar")
+        assert out.dtype == torch.uint8 and out.shape == x.shape
+        _check_bound(out.numpy(), VECTORS[f"{name}_{severity}"], name, severity)
+
+
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_deterministic_match_the_cpu_generator_at_64px(name):
+    from snc.data.synthetic import make_synthetic
+
+    x, _ = make_synthetic(6, seed=2, size=64)
+    for severity in range(1, 6):
+        out = corrupt_batch(torch.from_numpy(x), name, severity, preset="tinyimagenet")
+        _check_bound(out.numpy(), corrupt(x, name, severity, preset="tinyimagenet"), name,
+                     severity)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_deterministic_match_the_cpu_generator_at_224px(name):
+    x = MOTION["imagenet_inputs"]
+    for severity in range(1, 6):
+        out = corrupt_batch(torch.from_numpy(x), name, severity, preset="imagenet")
+        _check_bound(out.numpy(), corrupt(x, name, severity, preset="imagenet"), name,
+                     severity)
+
+
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_deterministic_do_not_depend_on_the_batch_size(name):
+    x = torch.from_numpy(_real64()[:24])
+    whole = corrupt_batch(x, name, 3)
+    parts = torch.cat([corrupt_batch(x[i:i + 5], name, 3) for i in range(0, len(x), 5)])
+    assert torch.equal(whole, parts)
+
+
+def image_stats(clean, out):
+    clean, out = clean.astype(np.float64), out.astype(np.float64)
+    return (np.abs(out - clean).mean(), out.std(axis=(1, 2)).mean(0),
+            out.mean(axis=(1, 2)).mean(0))
+
+
+def _assert_within(stats, ref, what):
+    # the CPU generator's test bound: 5 standard deviations of the reference's run-to-run
+    # spread plus half a grey level
+    mad, std, mean = stats
+    assert abs(mad - ref["mad"]) <= 5 * ref["mad_sd_over_runs"] + 0.5, (what, mad, ref["mad"])
+    assert np.all(np.abs(std - ref["std_rgb"])
+                  <= 5 * np.array(ref["std_rgb_sd_over_runs"]) + 0.5), (what, std)
+    assert np.all(np.abs(mean - ref["mean_rgb"])
+                  <= 5 * np.array(ref["mean_rgb_sd_over_runs"]) + 0.5), (what, mean)
+
+
+def _mean_stats(runs):
+    return (np.mean([s[0] for s in runs]), np.mean([s[1] for s in runs], 0),
+            np.mean([s[2] for s in runs], 0))
+
+
+@pytest.mark.parametrize("name", RANDOM_BATCHED)
+def test_random_match_the_recorded_statistics_at_32px(name):
+    inputs = VECTORS["inputs"]
+    gen = torch.Generator().manual_seed(0)
+    for severity in range(1, 6):
+        ref = STATS["cifar"]["corruptions"][name]["severities"][str(severity)]
+        runs = [image_stats(inputs, corrupt_batch(torch.from_numpy(inputs), name, severity, gen)
+                            .numpy()) for _ in range(3)]
+        _assert_within(_mean_stats(runs), ref, (name, severity))
+
+
+@pytest.mark.parametrize("name", RANDOM_BATCHED)
+def test_random_statistics_match_the_cpu_generator_over_64_images(name):
+    x = _real64()
+    gen = torch.Generator().manual_seed(1)
+    for severity in range(1, 6):
+        ref = STATS["cifar"]["corruptions"][name]["severities"][str(severity)]
+        batched = image_stats(x, corrupt_batch(torch.from_numpy(x), name, severity, gen).numpy())
+        cpu = image_stats(x, corrupt(x, name, severity, seed=1))
+        _assert_within(batched, dict(ref, mad=cpu[0], std_rgb=cpu[1], mean_rgb=cpu[2]),
+                       (name, severity))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RANDOM_BATCHED)
+def test_random_match_the_recorded_statistics_at_224px(name):
+    inputs = MOTION["imagenet_inputs"]
+    gen = torch.Generator().manual_seed(0)
+    for severity in range(1, 6):
+        ref = STATS["imagenet"]["corruptions"][name]["severities"][str(severity)]
+        out = corrupt_batch(torch.from_numpy(inputs), name, severity, gen, preset="imagenet")
+        _assert_within(image_stats(inputs, out.numpy()), ref, (name, severity))
+
+
+@pytest.mark.parametrize("name", RANDOM_BATCHED)
+def test_random_follow_the_generator(name):
+    x = torch.from_numpy(VECTORS["inputs"][:4])
+    a = corrupt_batch(x, name, 5, torch.Generator().manual_seed(3))
+    b = corrupt_batch(x, name, 5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    c = corrupt_batch(x, name, 5, torch.Generator().manual_seed(4))
+    if name != "elastic_transform":  # its severity 5 at 32 px can round back to the same pixels
+        assert not torch.equal(a, c)
+
+
+def test_unbatched_corruptions_fall_back_with_a_warning(caplog):
+    x = torch.from_numpy(VECTORS["inputs"][:3])
+    assert not is_batched("spatter") and not is_batched("ripple")
+    with caplog.at_level(logging.WARNING, logger="snc"):
+        out = corrupt_batch(x, "spatter", 2, torch.Generator().manual_seed(0))
+        bar = corrupt_batch(x, "ripple", 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8 and bar.shape == x.shape
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("spatter" in m and "CPU" in m for m in messages)
+    assert any("ripple" in m and "CPU" in m for m in messages)
+
+
+def test_bad_inputs():
+    x = torch.from_numpy(VECTORS["inputs"][:2])
+    with pytest.raises(ValueError, match="resize them to one size.*folder"):
+        corrupt_batch([x[0], torch.zeros(16, 16, 3, dtype=torch.uint8)], "fog", 1)
+    assert corrupt_batch([x[0], x[1]], "contrast", 1).shape == x.shape
+    with pytest.raises(ValueError, match="uint8"):
+        corrupt_batch(x.float(), "fog", 1)
+    with pytest.raises(ValueError, match="uint8"):
+        corrupt_batch(x.permute(0, 3, 1, 2), "fog", 1)
+    with pytest.raises(ValueError, match="severity must be 1..5"):
+        corrupt_batch(x, "fog", 0)
+    with pytest.raises(ValueError, match="unknown corruption 'fogg'"):
+        corrupt_batch(x, "fogg", 1)
