@@ -172,3 +172,101 @@ def test_bad_inputs():
         corrupt_batch(x, "fog", 0)
     with pytest.raises(ValueError, match="unknown corruption 'fogg'"):
         corrupt_batch(x, "fogg", 1)
+
+
+# ----------------------------------------------------------------------------- set generation
+
+
+def test_out_of_memory_halves_the_batch_and_logs_it(monkeypatch, caplog):
+    from snc.corruptions import batched
+
+    calls = []
+    real = batched.corrupt_batch
+
+    def small_memory(x, *args, **kwargs):
+        calls.append(len(x))
+        if len(x) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "corrupt_batch", small_memory)
+    x = VECTORS["inputs"][:10]
+    with caplog.at_level(logging.WARNING, logger="snc"):
+        out = batched.corrupt_in_batches(x, "contrast", 2, seed=0, device="cpu", batch_size=16)
+    np.testing.assert_array_equal(out, corrupt(x, "contrast", 2))
+    assert calls == [10, 5, 2, 2, 2, 2, 2]  # halved twice, then the size is kept
+    assert any("out of memory" in r.getMessage() and "batches of 5" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_cpu_and_auto_without_gpu_keep_the_exact_generator(tmp_path, monkeypatch):
+    from snc.corruptions.sets import generate_cifar_style, load_cifar_c, read_manifest
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    x = VECTORS["inputs"][:6]
+    labels = np.arange(6)
+    names = ["gaussian_noise", "contrast"]
+    a = generate_cifar_style(x, labels, tmp_path / "a", corruptions=names, progress=False)
+    b = generate_cifar_style(x, labels, tmp_path / "b", corruptions=names, progress=False,
+                             device="auto")
+    assert a["files"] == b["files"] and "backend" not in read_manifest(tmp_path / "b")
+    np.testing.assert_array_equal(load_cifar_c(tmp_path / "a", "gaussian_noise")[0][:6],
+                                  corrupt(x, "gaussian_noise", 1, seed=int(
+                                      np.random.SeedSequence([0, 0]).generate_state(1)[0])))
+    with pytest.raises(ValueError, match="no CUDA device"):
+        generate_cifar_style(x, labels, tmp_path / "c", corruptions=names, progress=False,
+                             device="cuda")
+
+
+def test_batched_sets_are_written_recorded_and_not_mixed(tmp_path, caplog):
+    from snc.corruptions.sets import (
+        generate_cifar_style,
+        generate_imagenet_style,
+        load_cifar_c,
+        load_imagenet_c,
+    )
+
+    x = VECTORS["inputs"][:6]
+    labels = np.arange(6)
+    out = tmp_path / "gpu-like"
+    with caplog.at_level(logging.INFO, logger="snc"):
+        manifest = generate_cifar_style(x, labels, out, corruptions=["contrast", "snow"],
+                                        progress=False, batched=True, batch_size=4)
+    assert manifest["backend"] == "batched-cpu" and manifest["batch_size"] == 4
+    assert any("corrupted snow (2/2)" in r.getMessage() and "images/s" in r.getMessage()
+               for r in caplog.records)
+    images, y = load_cifar_c(out, "contrast", verify=True)
+    for s in range(1, 6):  # deterministic: the exact generator's values
+        np.testing.assert_array_equal(images[(s - 1) * 6:s * 6], corrupt(x, "contrast", s))
+    again = generate_cifar_style(x, labels, tmp_path / "again", corruptions=["snow"],
+                                 progress=False, batched=True, batch_size=4)
+    assert again["files"]["snow.npy"] == manifest["files"]["snow.npy"]  # reproducible
+    with pytest.raises(ValueError, match="other settings"):
+        generate_cifar_style(x, labels, out, corruptions=["contrast"], progress=False)
+    # the folder layout
+    from PIL import Image
+
+    src = tmp_path / "val" / "n01440764"
+    src.mkdir(parents=True)
+    for i, img in enumerate(MOTION["imagenet_inputs"][:2]):
+        Image.fromarray(img).save(src / f"{i}.png")
+    manifest = generate_imagenet_style(tmp_path / "val", tmp_path / "IN-C",
+                                       corruptions=["fog", "contrast"], progress=False,
+                                       batched=True, resize_crop=False, workers=2)
+    assert manifest["backend"] == "batched-cpu"
+    assert len(load_imagenet_c(tmp_path / "IN-C", "fog", 5)) == 2
+
+
+def test_make_corrupted_takes_a_device(tmp_path, monkeypatch, capsys):
+    from snc.cli.make_corrupted import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    src = tmp_path / "mine.npz"
+    x = VECTORS["inputs"][:3]
+    np.savez(src, test_images=x, test_labels=np.arange(3))
+    assert main(["--source", str(src), "--out", str(tmp_path / "o"), "--corruptions",
+                 "pixelate", "--workers", "1", "--device", "auto"]) == 0
+    assert "exact per-image generator" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--source", str(src), "--out", str(tmp_path / "p"), "--device", "cuda"])
+    assert "no CUDA device" in capsys.readouterr().err

@@ -641,3 +641,52 @@ def corrupt_batch(
         out = RANDOM[name](x, p, generator)
     # values are in [0, 255]: truncation, as the CPU path's uint8 cast
     return out if out.dtype == torch.uint8 else out.to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------- set generation
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU raises."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available; use --device cpu "
+                         "(the exact per-image generator) or auto")
+    return dev
+
+
+def corrupt_in_batches(images: np.ndarray, name: str, severity: int, *, seed: int,
+                       device: torch.device, preset: str = "cifar",
+                       batch_size: int = 500) -> np.ndarray:
+    """Corrupts uint8 ``(N, H, W, 3)`` NumPy images on ``device``, ``batch_size`` at a time,
+    drawing from one generator seeded with ``seed``. A CUDA out-of-memory error retries the
+    batch with half the size (logged); the new size is kept for the rest of the call. Random
+    corruptions depend on the batch size (the draws are made per batch); deterministic ones
+    do not."""
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    out = np.empty_like(images)
+    batch = max(1, int(batch_size))
+    start = 0
+    while start < len(images):
+        part = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).to(device)
+        state = gen.get_state()
+        try:
+            result = corrupt_batch(part, name, severity, gen, preset=preset)
+        except torch.cuda.OutOfMemoryError:
+            size = len(part)
+            del part
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if size == 1:
+                raise
+            batch = size // 2
+            gen.set_state(state)
+            log.warning("%s severity %d: out of memory on %s; retrying with batches of %d",
+                        name, severity, device, batch)
+            continue
+        out[start:start + len(result)] = result.cpu().numpy()
+        start += len(result)
+    return out
