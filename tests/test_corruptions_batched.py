@@ -270,3 +270,21 @@ def test_make_corrupted_takes_a_device(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["--source", str(src), "--out", str(tmp_path / "p"), "--device", "cuda"])
     assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("delta", [1, 2, 3, 4])
+def test_glass_blur_row_shuffle_equals_the_pixel_by_pixel_loop(delta):
+    from snc.corruptions.batched import glass_shuffle_row
+
+    gen = torch.Generator().manual_seed(delta)
+    n, h, w = 3, 20, 24
+    x = torch.randint(0, 256, (n, h, w, 3), generator=gen).to(torch.uint8)
+    loop, rows_at_once = x.clone(), x.clone()
+    images = torch.arange(n)
+    cols = list(range(w - delta, delta, -1))
+    for hh in range(h - delta, delta, -1):
+        d = torch.randint(-delta, delta, (len(cols), n, 2), generator=gen)
+        for j, ww in enumerate(cols):  # the original's visiting order, one pixel at a time
+            loop[images, hh, ww] = loop[images, hh + d[j, :, 1], ww + d[j, :, 0]]
+        glass_shuffle_row(rows_at_once, hh, delta, d)
+    assert torch.equal(loop, rows_at_once)

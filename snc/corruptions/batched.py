@@ -15,7 +15,8 @@ Deterministic corruptions (brightness, contrast, saturate, pixelate, defocus_blu
 gaussian_blur, zoom_blur) compute what the CPU generator computes, in the same precision
 (float64; float32 where the CPU path is float32), so they agree with it up to floating-point
 summation order: pixelate reproduces Pillow's fixed-point BOX resampling exactly; defocus blur
-is a direct convolution where OpenCV's ``filter2D`` may use a DFT; zoom blur re-implements
+is a sum of separable convolutions (the kernel's singular value decomposition) where OpenCV's
+``filter2D`` may use a DFT; zoom blur re-implements
 SciPy's order-1 ``zoom``. jpeg_compression uses ``torchvision.io.encode_jpeg``/``decode_jpeg``
 (nvJPEG on CUDA, libjpeg on CPU; the CPU codec is used when the device has none) instead of
 Pillow's encoder: same quality scale and 4:2:0 subsampling, but another encoder/decoder, so the
@@ -38,12 +39,12 @@ the -C-bar corruptions.
 from __future__ import annotations
 
 import logging
+import math
 from functools import lru_cache
 from typing import Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as TF
 
 from snc.corruptions.params import PARAMS
 
@@ -85,15 +86,29 @@ def _gaussian_weights(sigma: float, truncate: float) -> np.ndarray:
     return phi / phi.sum()
 
 
+@lru_cache(maxsize=64)
+def _filter_matrix(n: int, weights: tuple, mode: str) -> np.ndarray:
+    """The ``(n, n)`` matrix of a 1-D correlation with ``weights`` and a border ``mode`` on an
+    axis of length ``n`` (padding folded in), so a filter is one matrix product."""
+    r = len(weights) // 2
+    idx = _pad_index(n, r, mode, "cpu").numpy()
+    mat = np.zeros((n, n))
+    for i in range(n):
+        np.add.at(mat[i], idx[i:i + 2 * r + 1], weights)
+    return mat
+
+
+def _apply_axis(x: torch.Tensor, mat: torch.Tensor, dim: int) -> torch.Tensor:
+    """``mat @ x`` along ``dim`` as one matrix product."""
+    moved = x.movedim(dim, 0)
+    out = torch.matmul(mat.to(x.dtype), moved.reshape(moved.shape[0], -1))
+    return out.reshape(mat.shape[0], *moved.shape[1:]).movedim(0, dim)
+
+
 def _correlate1d(x: torch.Tensor, weights: np.ndarray, dim: int, mode: str) -> torch.Tensor:
     """Correlates ``x`` with ``weights`` along ``dim`` with the border ``mode``."""
-    r = len(weights) // 2
-    n = x.shape[dim]
-    xp = x.index_select(dim, _pad_index(n, r, mode, x.device)).movedim(dim, -1)
-    shape = xp.shape
-    k = torch.as_tensor(weights, dtype=x.dtype, device=x.device).view(1, 1, -1)
-    out = TF.conv1d(xp.reshape(-1, 1, shape[-1]), k)
-    return out.reshape(*shape[:-1], n).movedim(-1, dim)
+    mat = _filter_matrix(x.shape[dim], tuple(float(w) for w in weights), mode)
+    return _apply_axis(x, torch.as_tensor(mat, device=x.device), dim)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, dims=(1, 2), mode: str = "nearest",
@@ -246,33 +261,58 @@ def _disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     return _disk(radius, alias_blur).astype(np.float64)
 
 
+@lru_cache(maxsize=None)
+def _separable_terms(radius: float, alias_blur: float) -> tuple:
+    """The defocus kernel as a sum of separable terms (its singular value decomposition,
+    without the numerically zero ones): ``kernel = sum_i rows_i (x) cols_i``."""
+    u, s, vt = np.linalg.svd(_disk_kernel(radius, alias_blur))
+    keep = s > s[0] * 1e-13
+    return tuple(zip((u[:, keep] * s[keep]).T, vt[keep], strict=True))
+
+
 def defocus_blur(x, params):
-    kernel = _disk_kernel(*params)
-    k = kernel.shape[0]
-    r = k // 2
+    # cv2.filter2D (correlation, reflect-101 borders) with the separable terms of the kernel
     x = _unit(x)
-    n, h, w, c = x.shape
-    planes = x.permute(0, 3, 1, 2).reshape(n * c, 1, h, w)
-    planes = planes.index_select(2, _pad_index(h, r, "reflect101", x.device))
-    planes = planes.index_select(3, _pad_index(w, r, "reflect101", x.device))
-    weight = torch.as_tensor(kernel, dtype=x.dtype, device=x.device).view(1, 1, k, k)
-    out = TF.conv2d(planes, weight).reshape(n, c, h, w).permute(0, 2, 3, 1)
+    out = torch.zeros_like(x)
+    for rows, cols in _separable_terms(*params):
+        out += _correlate1d(_correlate1d(x, rows, 1, "reflect101"), cols, 2, "reflect101")
     return out.clamp(0, 1) * 255
+
+
+def glass_shuffle_row(x: torch.Tensor, hh: int, delta: int, d: torch.Tensor) -> None:
+    """One row ``hh`` of the original's pixel shuffle, in place, for the whole batch at once.
+
+    The original visits the pixels of the row from right to left; pixel ``(hh, ww)`` takes the
+    value its neighbour ``(hh + dy, ww + dx)`` holds at that moment (``d[j] = (dx, dy)`` per
+    visited pixel ``j`` and image). Rows below were finished before and pixels on the left are
+    still untouched, so only a neighbour on the same row to the right (``dy = 0, dx > 0``) holds
+    a new value: a chain, resolved here by pointer doubling instead of a loop over pixels.
+    """
+    n, h, w = x.shape[:3]
+    dev = x.device
+    cols = torch.arange(w - delta, delta, -1, device=dev)     # visiting order
+    m = len(cols)
+    dx, dy = d[..., 0].T, d[..., 1].T                           # (n, m)
+    src = x[torch.arange(n, device=dev).view(n, 1), hh + dy, cols.view(1, m) + dx]
+    k = torch.arange(m, device=dev).view(1, m)
+    chained = (dy == 0) & (dx > 0) & (cols.view(1, m) + dx <= w - delta)
+    nxt = torch.where(chained, k - dx, k.expand(n, m))
+    for _ in range(max(1, math.ceil(math.log2(max(m, 2))))):
+        nxt = torch.gather(nxt, 1, nxt)
+    idx = nxt.view(n, m, *([1] * (x.ndim - 3))).expand(n, m, *x.shape[3:])
+    x[:, hh, cols] = torch.gather(src, 1, idx)
 
 
 def glass_blur(x, params, gen):
     sigma, delta, iterations = params
     x = torch.floor(gaussian_filter(_unit(x), sigma) * 255).to(torch.uint8)
     n, h, w = x.shape[:3]
-    rows = torch.arange(n, device=x.device)
-    cols = list(range(w - delta, delta, -1))
+    m = len(range(w - delta, delta, -1))
     for _ in range(iterations):
         for hh in range(h - delta, delta, -1):
             # per visited pixel and image two integers (dx, dy) in [-delta, delta - 1]
-            d = torch.randint(-delta, delta, (len(cols), n, 2), generator=gen, device=x.device)
-            for j, ww in enumerate(cols):
-                # a copy from the neighbour, not a swap (see functions.glass_blur)
-                x[rows, hh, ww] = x[rows, hh + d[j, :, 1], ww + d[j, :, 0]]
+            d = torch.randint(-delta, delta, (m, n, 2), generator=gen, device=x.device)
+            glass_shuffle_row(x, hh, delta, d)
     return gaussian_filter(x.to(torch.float64) / 255.0, sigma).clamp(0, 1) * 255
 
 
@@ -501,9 +541,8 @@ def _pil_resample_axis(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
     if n_in == n_out:
         return x
     k = torch.as_tensor(_pil_box_coeffs(n_in, n_out), dtype=torch.float64, device=x.device)
-    y = torch.matmul(k, x.movedim(dim, -2).to(torch.float64))
-    y = torch.floor((y + (1 << 21)) / (1 << 22)).clamp(0, 255)  # exact: integers < 2**53
-    return y.movedim(-2, dim)
+    y = _apply_axis(x.to(torch.float64), k, dim)
+    return torch.floor((y + (1 << 21)) / (1 << 22)).clamp(0, 255)  # exact: integers < 2**53
 
 
 def pixelate(x, scale):
