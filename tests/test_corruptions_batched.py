@@ -288,3 +288,38 @@ def test_glass_blur_row_shuffle_equals_the_pixel_by_pixel_loop(delta):
             loop[images, hh, ww] = loop[images, hh + d[j, :, 1], ww + d[j, :, 0]]
         glass_shuffle_row(rows_at_once, hh, delta, d)
     assert torch.equal(loop, rows_at_once)
+
+
+# ----------------------------------------------------------------------------- on a GPU
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# on CUDA, cuBLAS sums the filters' matrix products in another order than the CPU
+CUDA_BOUND = (1, 0.001)
+
+
+@CUDA
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_cuda_deterministic_match_the_cpu_generator(name):
+    for preset, x in (("cifar", VECTORS["inputs"]), ("imagenet", MOTION["imagenet_inputs"])):
+        for severity in range(1, 6):
+            out = corrupt_batch(torch.from_numpy(x).cuda(), name, severity,
+                                torch.Generator(device="cuda"), preset=preset)
+            assert out.is_cuda and out.dtype == torch.uint8
+            diff = np.abs(out.cpu().numpy().astype(int)
+                          - corrupt(x, name, severity, preset=preset).astype(int))
+            assert diff.max() <= CUDA_BOUND[0], (preset, severity, diff.max())
+            assert (diff > 0).mean() <= CUDA_BOUND[1], (preset, severity, (diff > 0).mean())
+
+
+@CUDA
+@pytest.mark.parametrize("name", RANDOM_BATCHED)
+def test_cuda_random_match_the_recorded_statistics(name):
+    for key, runs in (("cifar", 3), ("imagenet", 1)):
+        inputs = VECTORS["inputs"] if key == "cifar" else MOTION["imagenet_inputs"]
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        for severity in range(1, 6):
+            ref = STATS[key]["corruptions"][name]["severities"][str(severity)]
+            stats = [image_stats(inputs, corrupt_batch(torch.from_numpy(inputs).cuda(), name,
+                                                       severity, gen, preset=key).cpu().numpy())
+                     for _ in range(runs)]
+            _assert_within(_mean_stats(stats), ref, (key, name, severity))
