@@ -16,7 +16,7 @@ DATA = Path(__file__).parent / "data" / "corruptions"
 VECTORS = np.load(DATA / "cifar.npz")
 MOTION = np.load(DATA / "motion_blur_fixed_angle.npz")
 STATS = json.loads((DATA / "stats.json").read_text())
-RANDOM_BATCHED = sorted(set(BATCHED) & RANDOM_CORRUPTIONS)
+RANDOM_BATCHED = sorted(set(BATCHED) & RANDOM_CORRUPTIONS)  # the -C ones
 # Tested bound per deterministic corruption: (largest difference in grey levels, largest
 # fraction of differing values), vs the original's outputs and vs the CPU generator.
 BOUNDS = {name: (0, 0.0) for name in DETERMINISTIC}
@@ -37,8 +37,10 @@ def _check_bound(out, ref, name, what):
 
 
 def test_every_corruption_is_batched_or_named_as_falling_back():
-    assert set(BATCHED) <= set(ALL_CORRUPTIONS)
     assert set(ALL_CORRUPTIONS) - set(BATCHED) == {"spatter"}
+    assert set(BATCHED) - set(ALL_CORRUPTIONS) == {
+        "blue_noise_sample", "brownish_noise", "single_frequency_greyscale",
+        "cocentric_sine_waves"}
     assert set(DETERMINISTIC) == set(ALL_CORRUPTIONS) - RANDOM_CORRUPTIONS
 
 
@@ -147,6 +149,40 @@ def test_random_follow_the_generator(name):
         assert not torch.equal(a, c)
 
 
+CBAR_DATA = Path(__file__).parent / "data" / "cbar"
+CBAR_STATS = json.loads((CBAR_DATA / "stats.json").read_text())
+CBAR_RUNS = {"cifar": 10, "imagenet": 3}
+
+
+def _cbar_cases():
+    from snc.corruptions.batched import CBAR_BATCHED
+    from snc.corruptions.cbar import CBAR
+
+    return [(b, n) for b in CBAR_RUNS for n in CBAR[b] if n in CBAR_BATCHED]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize("benchmark, name", _cbar_cases())
+def test_cbar_match_the_recorded_statistics(benchmark, name, device):
+    # tests/test_cbar.py's rule: |d| <= 4 sqrt(sd_ref^2/R + sd^2/M) + 0.1
+    inputs = np.load(CBAR_DATA / f"{benchmark}_cbar.npz")["inputs"]
+    runs = CBAR_RUNS[benchmark]
+    gen = torch.Generator(device=device).manual_seed(0)
+    ref = CBAR_STATS[benchmark]["corruptions"][name]["severities"]
+    for k in range(1, 6):
+        r = ref[str(k)]
+        stats = [image_stats(inputs, corrupt_batch(torch.from_numpy(inputs).to(device), name,
+                                                   k, gen, preset=benchmark).cpu().numpy())
+                 for _ in range(runs)]
+        for j, field in enumerate(("mad", "std_rgb", "mean_rgb")):
+            values = np.array([s[j] for s in stats])
+            bound = 4 * np.sqrt(np.square(r[f"{field}_sd_over_runs"]) / r["runs"]
+                                + np.square(values.std(axis=0, ddof=1)) / runs) + 0.1
+            delta = np.abs(values.mean(axis=0) - np.array(r[field]))
+            assert np.all(delta <= bound), (name, k, field, delta, bound)
+
+
 def test_unbatched_corruptions_fall_back_with_a_warning(caplog):
     x = torch.from_numpy(VECTORS["inputs"][:3])
     assert not is_batched("spatter") and not is_batched("ripple")
@@ -170,6 +206,8 @@ def test_bad_inputs():
         corrupt_batch(x.permute(0, 3, 1, 2), "fog", 1)
     with pytest.raises(ValueError, match="severity must be 1..5"):
         corrupt_batch(x, "fog", 0)
+    with pytest.raises(ValueError, match="square images of an even side"):
+        corrupt_batch(x[:, :, :31], "blue_noise_sample", 1)
     with pytest.raises(ValueError, match="unknown corruption 'fogg'"):
         corrupt_batch(x, "fogg", 1)
 

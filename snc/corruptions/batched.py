@@ -1,4 +1,4 @@
-"""The -C corruptions as batched tensor operations, on the images' device (CPU or CUDA).
+"""The corruptions as batched tensor operations, on the images' device (CPU or CUDA).
 
     import torch
     from snc.corruptions.batched import corrupt_batch
@@ -32,9 +32,14 @@ OpenCV's ``warpAffine`` (elastic_transform) is bilinear sampling with reflect-10
 (same kernels, border modes and sampling grids). The bounds reached are tested in
 ``tests/test_corruptions_batched.py``.
 
+-C-bar (``preset`` ``cifar`` or ``imagenet``, severity values from
+:mod:`snc.corruptions.cbar`): blue_noise_sample, brownish_noise (spectral noise fields through
+``torch.fft``), single_frequency_greyscale and cocentric_sine_waves are batched; their
+parameters are drawn from the generator with the distributions of the original's samplers.
+
 Not batched (computed per image by the CPU generator, with a logged warning naming the
 corruption): spatter (OpenCV's Canny edges, distance transform and histogram equalization) and
-the -C-bar corruptions.
+the other 11 -C-bar corruptions.
 """
 
 from __future__ import annotations
@@ -579,6 +584,96 @@ def jpeg_compression(x, quality):
     return _jpeg_roundtrip(x.cpu(), quality, torch.device("cpu")).to(x.device)
 
 
+# ----------------------------------------------------------------------------- -C-bar
+# The per-image parameters are drawn from the generator with the distributions of
+# ``snc.corruptions.cbar._sample_<name>``; severity values and strengths come from ``cbar``.
+
+
+def _grid(size: int, device) -> tuple:
+    r, c = torch.meshgrid(torch.arange(size, dtype=torch.float64, device=device),
+                          torch.arange(size, dtype=torch.float64, device=device), indexing="ij")
+    return r, c
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0, 255).to(torch.uint8)
+
+
+def _spectral_fields(gen, amplitude: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` fields as :func:`snc.corruptions.cbar._spectral_field`: phases of the left
+    half of the spectrum uniform, the right half the left one turned by 180 degrees; real part
+    of the inverse DFT, unit population std."""
+    size = amplitude.shape[0]
+    half = size // 2
+    left = _uniform(gen, (count, size, half), 0, 2 * math.pi, amplitude.device)
+    phase = torch.cat([left, torch.flip(left, (1, 2))], 2)
+    spectrum = torch.polar(amplitude.expand(count, size, size), phase)
+    spectrum = torch.roll(spectrum, (half, half), (1, 2))
+    field = torch.fft.ifft2(spectrum).real
+    return field / field.std((1, 2), correction=0, keepdim=True)
+
+
+def _centre_distance(size: int, device) -> torch.Tensor:
+    r, c = _grid(size, device)
+    return torch.sqrt((r - size / 2) ** 2 + (c - size / 2) ** 2)
+
+
+def blue_noise_sample(x, s, gen):
+    from snc.corruptions.cbar import level
+
+    n, size = x.shape[:2]
+    field = _spectral_fields(gen, _centre_distance(size, x.device), n)
+    return torch.where((field <= level(s, 3.0) - 2.5).unsqueeze(-1), torch.zeros_like(x), x)
+
+
+def brownish_noise(x, s, gen):
+    from snc.corruptions.cbar import level
+
+    n, size = x.shape[:2]
+    amplitude = 1 / (1 + _centre_distance(size, x.device) ** 2)
+    noise = _spectral_fields(gen, amplitude, 3 * n).view(n, 3, size, size).permute(0, 2, 3, 1)
+    return _to_uint8(x.to(torch.float64) + level(s, 64) * noise)
+
+
+def single_frequency_greyscale(x, s, gen):
+    from snc.corruptions.cbar import level
+
+    n, size = x.shape[:2]
+    dev = x.device
+    m = _uniform(gen, (n,), -math.pi, math.pi, dev)
+    f2 = (torch.rand(n, generator=gen, device=dev, dtype=torch.float64) * 2 - 1) * m.abs()
+    swap = torch.rand(n, generator=gen, device=dev) < 0.5
+    fx, fy = torch.where(swap, f2, m), torch.where(swap, m, f2)
+    phase = _uniform(gen, (n,), 0, 2 * math.pi, dev)
+    r, c = _grid(size, dev)
+    wave = torch.sin(c * fx.view(n, 1, 1) + r * fy.view(n, 1, 1) + phase.view(n, 1, 1))
+    return _to_uint8(x.to(torch.float64) + level(s, 196) * wave.unsqueeze(-1))
+
+
+def cocentric_sine_waves(x, s, gen):
+    from snc.corruptions.cbar import level
+
+    n, size = x.shape[:2]
+    dev = x.device
+    x0, y0 = _uniform(gen, (2, n, 1, 1), 0, size, dev)
+    freq = _uniform(gen, (n, 1, 1), 0, 10, dev)
+    amplitude = _uniform(gen, (n, 1, 1), 0, size / 10, dev)
+    width = _uniform(gen, (n, 1, 1), 0, size / 10, dev)
+    r, c = _grid(size, dev)
+    dx, dy = c - x0, r - y0
+    psi = freq * torch.atan2(dx, dy)
+    d = torch.sqrt(dx ** 2 + dy ** 2)
+    rings = torch.remainder(d + amplitude * torch.sin(psi), width) / width - 0.5
+    return _to_uint8(x.to(torch.float64) + level(s, 128) * rings.unsqueeze(-1))
+
+
+CBAR_BATCHED: Dict[str, Callable] = {
+    "blue_noise_sample": blue_noise_sample, "brownish_noise": brownish_noise,
+    "single_frequency_greyscale": single_frequency_greyscale,
+    "cocentric_sine_waves": cocentric_sine_waves,
+}
+
+
 # ----------------------------------------------------------------------------- dispatch
 
 DETERMINISTIC: Dict[str, Callable] = {
@@ -591,7 +686,7 @@ RANDOM: Dict[str, Callable] = {
     "speckle_noise": speckle_noise, "motion_blur": motion_blur, "glass_blur": glass_blur,
     "snow": snow, "elastic_transform": elastic_transform,
 }
-BATCHED = tuple(DETERMINISTIC) + tuple(RANDOM) + ("frost", "fog")
+BATCHED = tuple(DETERMINISTIC) + tuple(RANDOM) + ("frost", "fog") + tuple(CBAR_BATCHED)
 
 
 def is_batched(name: str) -> bool:
@@ -671,6 +766,13 @@ def corrupt_batch(
         return x.clone()
     if not is_batched(name):
         return _cpu_fallback(x, name, severity, generator, preset)
+    if name in CBAR_BATCHED:
+        from snc.corruptions.cbar import severity_value
+
+        if x.shape[1] != x.shape[2] or x.shape[1] % 2:
+            raise ValueError(f"-C-bar corruptions take square images of an even side, got "
+                             f"{tuple(x.shape)}")
+        return CBAR_BATCHED[name](x, severity_value(name, severity, preset), generator)
     table = PARAMS[preset]
     p = table[name][severity - 1]
     if name in DETERMINISTIC:
