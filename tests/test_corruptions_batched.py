@@ -40,7 +40,7 @@ def test_every_corruption_is_batched_or_named_as_falling_back():
     assert set(ALL_CORRUPTIONS) - set(BATCHED) == {"spatter"}
     assert set(BATCHED) - set(ALL_CORRUPTIONS) == {
         "blue_noise_sample", "brownish_noise", "single_frequency_greyscale",
-        "cocentric_sine_waves"}
+        "cocentric_sine_waves", "ripple", "plasma_noise"}
     assert set(DETERMINISTIC) == set(ALL_CORRUPTIONS) - RANDOM_CORRUPTIONS
 
 
@@ -185,14 +185,14 @@ def test_cbar_match_the_recorded_statistics(benchmark, name, device):
 
 def test_unbatched_corruptions_fall_back_with_a_warning(caplog):
     x = torch.from_numpy(VECTORS["inputs"][:3])
-    assert not is_batched("spatter") and not is_batched("ripple")
+    assert not is_batched("spatter") and not is_batched("lines")
     with caplog.at_level(logging.WARNING, logger="snc"):
         out = corrupt_batch(x, "spatter", 2, torch.Generator().manual_seed(0))
-        bar = corrupt_batch(x, "ripple", 2, torch.Generator().manual_seed(0))
+        bar = corrupt_batch(x, "lines", 2, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.dtype == torch.uint8 and bar.shape == x.shape
     messages = [r.getMessage() for r in caplog.records]
     assert any("spatter" in m and "CPU" in m for m in messages)
-    assert any("ripple" in m and "CPU" in m for m in messages)
+    assert any("lines" in m and "CPU" in m for m in messages)
 
 
 def test_bad_inputs():

@@ -34,12 +34,13 @@ OpenCV's ``warpAffine`` (elastic_transform) is bilinear sampling with reflect-10
 
 -C-bar (``preset`` ``cifar`` or ``imagenet``, severity values from
 :mod:`snc.corruptions.cbar`): blue_noise_sample, brownish_noise (spectral noise fields through
-``torch.fft``), single_frequency_greyscale and cocentric_sine_waves are batched; their
+``torch.fft``), single_frequency_greyscale, cocentric_sine_waves, ripple and plasma_noise are
+batched; their
 parameters are drawn from the generator with the distributions of the original's samplers.
 
 Not batched (computed per image by the CPU generator, with a logged warning naming the
 corruption): spatter (OpenCV's Canny edges, distance transform and histogram equalization) and
-the other 11 -C-bar corruptions.
+the other 9 -C-bar corruptions.
 """
 
 from __future__ import annotations
@@ -667,7 +668,69 @@ def cocentric_sine_waves(x, s, gen):
     return _to_uint8(x.to(torch.float64) + level(s, 128) * rings.unsqueeze(-1))
 
 
+def _bilinear_zero(img: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """:func:`snc.corruptions.cbar._bilinear` for ``(N, S, S, C)`` images at ``(N, S, S)``
+    coordinates: neighbours outside count as 0, columns combined first."""
+    n, h, w = img.shape[:3]
+    y0, x0 = torch.floor(y), torch.floor(x)
+    y1, x1 = y0 + 1, x0 + 1
+    wx0, wx1 = (1 - x + x0).unsqueeze(-1), (1 - x1 + x).unsqueeze(-1)
+    wy0, wy1 = (1 - y + y0).unsqueeze(-1), (1 - y1 + y).unsqueeze(-1)
+    nn_ = torch.arange(n, device=img.device).view(n, 1, 1)
+    src = img.to(torch.float64)
+
+    def at(yy, xx):
+        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        values = src[nn_, yy.clamp(0, h - 1).long(), xx.clamp(0, w - 1).long()]
+        return torch.where(inside.unsqueeze(-1), values, torch.zeros_like(values))
+
+    top = wx0 * at(y0, x0) + wx1 * at(y0, x1)
+    bottom = wx0 * at(y1, x0) + wx1 * at(y1, x1)
+    return wy0 * top + wy1 * bottom
+
+
+def ripple(x, s, gen):
+    from snc.corruptions.cbar import level
+
+    n, size = x.shape[:2]
+    dev = x.device
+    a = level(s, 0.025) * size
+    lr, lc = _uniform(gen, (2, n, 1, 1), 0.1, 0.3, dev) * size
+    pr, pc = _uniform(gen, (2, n, 1, 1), 0, 2 * math.pi, dev)
+    r, c = _grid(size, dev)
+    y = r + a * torch.sin(2 * math.pi * r / lr + pr)
+    xx = c + a * torch.sin(2 * math.pi * c / lc + pc)
+    return _to_uint8(_bilinear_zero(x, y, xx))
+
+
+def plasma_noise(x, s, gen):
+    from snc.corruptions.cbar import level
+
+    n, size = x.shape[:2]
+    dev = x.device
+    tau = _uniform(gen, (n, 1, 1), 0, 6 * math.pi, dev)
+    iterations = torch.randint(4, 7, (n, 1, 1), generator=gen, device=dev)
+    sharp = _uniform(gen, (n, 1, 1), 0.5, 1.0, dev)
+    scale = _uniform(gen, (n, 1, 1), 0.075, 0.2, dev) * size
+    r, c = _grid(size, dev)
+    px, py = c / scale, r / scale
+    k0, k1, k2 = 1.0, 1.0, torch.ones_like(sharp)  # k[3] stays 0: it starts at 0, multiplied
+    for i in range(int(iterations.max())):
+        r0 = torch.cos(py * k0 + tau / k1) / k2
+        r1 = torch.sin(px * k0 + tau / k1) / k2
+        r0, r1 = r0 + 0.3 * -r1, r1 + 0.3 * r0
+        live = iterations > i
+        px = torch.where(live, px + r0, px)
+        py = torch.where(live, py + r1, py)
+        k0, k1, k2 = k0 * 1.93, k1 * 1.15, k2 * (2.25 - sharp)
+    colour = torch.stack([torch.sin(px - tau), torch.sin(0.5 * (px + py + torch.sin(tau))),
+                          torch.sin(py + tau)], -1)
+    a = level(s, 64)
+    return _to_uint8((1 - a / 255) * x.to(torch.float64) + a * colour)
+
+
 CBAR_BATCHED: Dict[str, Callable] = {
+    "ripple": ripple, "plasma_noise": plasma_noise,
     "blue_noise_sample": blue_noise_sample, "brownish_noise": brownish_noise,
     "single_frequency_greyscale": single_frequency_greyscale,
     "cocentric_sine_waves": cocentric_sine_waves,
