@@ -163,17 +163,19 @@ def _cbar_cases():
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"))])
-@pytest.mark.parametrize("benchmark, name", _cbar_cases())
-def test_cbar_match_the_recorded_statistics(benchmark, name, device):
+@pytest.mark.parametrize("preset, name", _cbar_cases())
+def test_cbar_match_the_recorded_statistics(preset, name, device):
     # tests/test_cbar.py's rule: |d| <= 4 sqrt(sd_ref^2/R + sd^2/M) + 0.1
-    inputs = np.load(CBAR_DATA / f"{benchmark}_cbar.npz")["inputs"]
-    runs = CBAR_RUNS[benchmark]
+    inputs = np.load(CBAR_DATA / f"{preset}_cbar.npz")["inputs"]
+    # brownish_noise's image means are heavy-tailed (the NumPy generator reaches 0.94 of this
+    # bound over 20 seeds at 32 px); CUDA is fast, so it draws twice as many runs there
+    runs = CBAR_RUNS[preset] * (2 if device == "cuda" else 1)
     gen = torch.Generator(device=device).manual_seed(0)
-    ref = CBAR_STATS[benchmark]["corruptions"][name]["severities"]
+    ref = CBAR_STATS[preset]["corruptions"][name]["severities"]
     for k in range(1, 6):
         r = ref[str(k)]
         stats = [image_stats(inputs, corrupt_batch(torch.from_numpy(inputs).to(device), name,
-                                                   k, gen, preset=benchmark).cpu().numpy())
+                                                   k, gen, preset=preset).cpu().numpy())
                  for _ in range(runs)]
         for j, field in enumerate(("mad", "std_rgb", "mean_rgb")):
             values = np.array([s[j] for s in stats])
