@@ -104,15 +104,22 @@ def _mean_stats(runs):
             np.mean([s[2] for s in runs], 0))
 
 
+def _check_recorded_statistics(name, key, runs, device="cpu"):
+    """Batched outputs' statistics against the original's recorded ones (``key``: cifar at
+    32 px or imagenet at 224 px), averaged over ``runs`` draws."""
+    inputs = VECTORS["inputs"] if key == "cifar" else MOTION["imagenet_inputs"]
+    gen = torch.Generator(device=device).manual_seed(0)
+    for severity in range(1, 6):
+        ref = STATS[key]["corruptions"][name]["severities"][str(severity)]
+        stats = [image_stats(inputs, corrupt_batch(torch.from_numpy(inputs).to(device), name,
+                                                   severity, gen, preset=key).cpu().numpy())
+                 for _ in range(runs)]
+        _assert_within(_mean_stats(stats), ref, (key, name, severity))
+
+
 @pytest.mark.parametrize("name", RANDOM_BATCHED)
 def test_random_match_the_recorded_statistics_at_32px(name):
-    inputs = VECTORS["inputs"]
-    gen = torch.Generator().manual_seed(0)
-    for severity in range(1, 6):
-        ref = STATS["cifar"]["corruptions"][name]["severities"][str(severity)]
-        runs = [image_stats(inputs, corrupt_batch(torch.from_numpy(inputs), name, severity, gen)
-                            .numpy()) for _ in range(3)]
-        _assert_within(_mean_stats(runs), ref, (name, severity))
+    _check_recorded_statistics(name, "cifar", 3)
 
 
 @pytest.mark.parametrize("name", RANDOM_BATCHED)
@@ -130,12 +137,7 @@ def test_random_statistics_match_the_cpu_generator_over_64_images(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RANDOM_BATCHED)
 def test_random_match_the_recorded_statistics_at_224px(name):
-    inputs = MOTION["imagenet_inputs"]
-    gen = torch.Generator().manual_seed(0)
-    for severity in range(1, 6):
-        ref = STATS["imagenet"]["corruptions"][name]["severities"][str(severity)]
-        out = corrupt_batch(torch.from_numpy(inputs), name, severity, gen, preset="imagenet")
-        _assert_within(image_stats(inputs, out.numpy()), ref, (name, severity))
+    _check_recorded_statistics(name, "imagenet", 1)
 
 
 @pytest.mark.parametrize("name", RANDOM_BATCHED)
@@ -354,12 +356,5 @@ def test_cuda_deterministic_match_the_cpu_generator(name):
 @CUDA
 @pytest.mark.parametrize("name", RANDOM_BATCHED)
 def test_cuda_random_match_the_recorded_statistics(name):
-    for key, runs in (("cifar", 3), ("imagenet", 1)):
-        inputs = VECTORS["inputs"] if key == "cifar" else MOTION["imagenet_inputs"]
-        gen = torch.Generator(device="cuda").manual_seed(0)
-        for severity in range(1, 6):
-            ref = STATS[key]["corruptions"][name]["severities"][str(severity)]
-            stats = [image_stats(inputs, corrupt_batch(torch.from_numpy(inputs).cuda(), name,
-                                                       severity, gen, preset=key).cpu().numpy())
-                     for _ in range(runs)]
-            _assert_within(_mean_stats(stats), ref, (key, name, severity))
+    _check_recorded_statistics(name, "cifar", 3, "cuda")
+    _check_recorded_statistics(name, "imagenet", 1, "cuda")
