@@ -1,76 +1,135 @@
-"""Images/s of every corruption (severity 3) at 32 px (CIFAR preset) and 224 px (ImageNet preset),
-for the -C corruptions and the -C-bar ones (CIFAR-10-C-bar at 32 px, ImageNet-C-bar at 224 px).
+"""Images/s of every corruption (severity 3), per-image NumPy generator vs batched tensor path.
 
-    python scripts/bench_corruptions.py [--n32 500] [--n224 8] [--family c|cbar|all]
+    python scripts/bench_corruptions.py [--device cpu|cuda] [--n32 256] [--n224 4]
+                                        [--family c|cbar|all]
 
-Random images of the real shapes; one process (the generation script adds processes).
+At 32 px (CIFAR preset) and 224 px (ImageNet preset), for the -C corruptions and the -C-bar ones
+(CIFAR-10-C-bar at 32 px, ImageNet-C-bar at 224 px): the NumPy path in one process (the
+generation script adds processes) and :func:`snc.corruptions.batched.corrupt_batch` on
+``--device`` with the whole batch at once, their ratio, and the estimated time of a 50,000-image
+ImageNet-C (15 corruptions x 5 severities) and ImageNet-C-bar (10 x 5) set at 224 px, and of a
+10,000-image CIFAR-10-C set at 32 px. Corruptions without a batched form run the NumPy path in
+both columns (marked ``cpu``). Random images of the real shapes.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 import numpy as np
 
-from snc.corruptions import ALL_CORRUPTIONS, CBAR_CORRUPTIONS, corrupt
+from snc.corruptions import ALL_CORRUPTIONS, CBAR_CORRUPTIONS, CORRUPTIONS, corrupt
 from snc.corruptions.cbar import CBAR_ALL
 
+SIZES = {"cifar": 32, "imagenet": 224}
 
-def _rate(images, name, severity, preset) -> float:
+
+def _rate_numpy(images, name, severity, preset) -> float:
     corrupt(images[:2], name, severity, preset=preset)  # warm caches
     start = time.perf_counter()
     corrupt(images, name, severity, preset=preset)
     return len(images) / (time.perf_counter() - start)
 
 
-def bench_cbar(sets, severity: int) -> None:
-    """-C-bar images/s per corruption at its benchmark's size, and the time of a full set."""
-    print(f"\n{'-C-bar corruption':<34}{'32 px img/s':>14}{'224 px img/s':>14}")
-    total = {"cifar": 0.0, "imagenet": 0.0}
-    for name in CBAR_ALL:
-        cells = []
-        for preset in ("cifar", "imagenet"):
-            if name in CBAR_CORRUPTIONS[preset]:
-                rate = _rate(sets[preset], name, severity, preset)
-                total[preset] += 1 / rate
-                cells.append(f"{rate:>14.1f}")
-            else:
-                cells.append(f"{'-':>14}")
-        print(f"{name:<34}{''.join(cells)}")
-    for preset, label, n in (("cifar", "CIFAR-10-C-bar (32 px)", 10_000),
-                             ("imagenet", "ImageNet-C-bar (224 px)", 50_000)):
-        hours = 5 * n * total[preset] / 3600
-        print(f"{label}: {10 / total[preset]:.1f} img/s over its 10 corruptions; "
-              f"10 x 5 severities of {n:,} images, one process: {hours:.2f} h")
+def _rate_batched(images, name, severity, preset, device) -> float:
+    import torch
+
+    from snc.corruptions.batched import corrupt_batch
+
+    x = torch.from_numpy(images).to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    corrupt_batch(x[:2], name, severity, gen, preset=preset)  # warm caches and kernels
+    sync()
+    start = time.perf_counter()
+    corrupt_batch(x, name, severity, gen, preset=preset)
+    sync()
+    return len(images) / (time.perf_counter() - start)
+
+
+def _fmt(rate) -> str:
+    if rate is None:
+        return f"{'-':>10}"
+    return f"{rate:>10.1f}" if rate < 100 else f"{rate:>10.0f}"
+
+
+def bench(names, sets, presets_of, severity, device):
+    """``{name: {preset: (numpy img/s, batched img/s, batched?)}}``, printed as a table."""
+    from snc.corruptions.batched import is_batched
+
+    print(f"\n{'corruption':<32}" + "".join(
+        f"{f'{SIZES[p]} px numpy':>14}{'batched':>10}{'ratio':>8}" for p in SIZES))
+    rates = {}
+    for name in names:
+        row, cells = {}, []
+        for preset in SIZES:
+            if preset not in presets_of(name):
+                cells.append(f"{'-':>14}{'-':>10}{'-':>8}")
+                continue
+            numpy_rate = _rate_numpy(sets[preset], name, severity, preset)
+            batched = is_batched(name)
+            fast = (_rate_batched(sets[preset], name, severity, preset, device) if batched
+                    else numpy_rate)
+            row[preset] = (numpy_rate, fast, batched)
+            ratio = f"{fast / numpy_rate:>7.1f}x" if batched else f"{'cpu':>8}"
+            cells.append(f"{_fmt(numpy_rate):>14}{_fmt(fast)}{ratio}")
+        rates[name] = row
+        print(f"{name:<32}{''.join(cells)}", flush=True)
+    return rates
+
+
+def _hours(rates, names, preset, n, column) -> float:
+    return sum(5 * n / rates[name][preset][column] for name in names) / 3600
+
+
+def _duration(hours: float) -> str:
+    return f"{hours:.2f} h" if hours >= 1 else f"{hours * 60:.1f} min"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n32", type=int, default=500, help="images at 32 px")
-    parser.add_argument("--n224", type=int, default=8, help="images at 224 px")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="device of the batched path (the NumPy path runs on the CPU)")
+    parser.add_argument("--n32", type=int, default=256, help="images at 32 px")
+    parser.add_argument("--n224", type=int, default=4, help="images at 224 px")
     parser.add_argument("--severity", type=int, default=3)
     parser.add_argument("--family", choices=("c", "cbar", "all"), default="all",
                         help="-C corruptions, -C-bar corruptions or both")
     args = parser.parse_args(argv)
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    device = torch.device(args.device)
+    logging.getLogger("snc").setLevel(logging.ERROR)  # no fallback warning per call
     rng = np.random.default_rng(0)
     sets = {"cifar": rng.integers(0, 256, (args.n32, 32, 32, 3), dtype=np.uint8),
             "imagenet": rng.integers(0, 256, (args.n224, 224, 224, 3), dtype=np.uint8)}
+    print(f"images/s at severity {args.severity}: NumPy per image (one CPU process) vs batched "
+          f"on {device} ({args.n32} images at 32 px, {args.n224} at 224 px)")
+    rates = {}
+    if args.family in ("c", "all"):
+        rates.update(bench(ALL_CORRUPTIONS, sets, lambda name: SIZES, args.severity, device))
     if args.family in ("cbar", "all"):
-        bench_cbar(sets, args.severity)
-    if args.family == "cbar":
-        return 0
-    print(f"{'corruption':<20}{'32 px img/s':>14}{'224 px img/s':>14}")
-    total32 = 0.0
-    for name in ALL_CORRUPTIONS:
-        rates = []
-        for preset, images in sets.items():
-            rates.append(_rate(images, name, args.severity, preset))
-            if preset == "cifar" and name in ALL_CORRUPTIONS[:15]:
-                total32 += 10_000 * 5 / rates[-1]
-        print(f"{name:<20}{rates[0]:>14.0f}{rates[1]:>14.1f}")
-    print(f"15 corruptions x 5 severities of 10,000 images at 32 px, one process: "
-          f"{total32 / 60:.1f} min")
+        rates.update(bench(CBAR_ALL, sets,
+                           lambda name: [p for p in SIZES if name in CBAR_CORRUPTIONS[p]],
+                           args.severity, device))
+    print()
+    jobs = []
+    if args.family in ("c", "all"):
+        jobs += [("ImageNet-C, 50,000 images x 15 x 5 at 224 px", CORRUPTIONS, "imagenet",
+                  50_000),
+                 ("CIFAR-10-C, 10,000 images x 15 x 5 at 32 px", CORRUPTIONS, "cifar", 10_000)]
+    if args.family in ("cbar", "all"):
+        jobs += [("ImageNet-C-bar, 50,000 images x 10 x 5 at 224 px",
+                  CBAR_CORRUPTIONS["imagenet"], "imagenet", 50_000)]
+    for label, names, preset, n in jobs:
+        numpy_h = _hours(rates, names, preset, n, 0)
+        fast_h = _hours(rates, names, preset, n, 1)
+        print(f"{label}: NumPy, one process {_duration(numpy_h)}; batched on {device} "
+              f"{_duration(fast_h)} ({numpy_h / fast_h:.1f}x)")
     return 0
 
 

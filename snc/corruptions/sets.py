@@ -9,6 +9,12 @@ image-folder loader.
 
 A generated set carries ``manifest.json`` with ``"generated": true``, the generator settings and
 a SHA-256 per file, so it is never mistaken for (or reported as) the published set.
+
+Devices: ``device="cpu"`` (the default) runs the exact per-image NumPy generator, so sets and
+their hashes stay those of earlier versions; ``device="cuda"`` (or ``"auto"`` with a GPU) runs
+the batched tensor corruptions of :mod:`snc.corruptions.batched`, whose random draws differ from
+the NumPy ones (same distributions); such a set records ``"backend"`` and ``"batch_size"`` in its
+manifest, so the two are never mixed in one folder.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -128,6 +136,23 @@ def _corrupt_job(args):
     return name, severity, chunk, corrupt(images, name, severity, preset=preset, seed=chunk_seed)
 
 
+def _backend(device: str, batched: Optional[bool]):
+    """``(torch.device or None, backend name or None)``: None for the exact NumPy path."""
+    if device == "cpu" and not batched:
+        return None, None
+    from snc.corruptions.batched import resolve_device
+
+    dev = resolve_device(device)
+    if batched is False or (batched is None and dev.type == "cpu"):
+        return None, None
+    return dev, f"batched-{dev.type}"
+
+
+def _batched_seed(seed: int, name: str, severity: int, chunk: int = 0) -> int:
+    return int(np.random.SeedSequence(
+        [int(seed), zlib.crc32(name.encode()), int(severity), int(chunk)]).generate_state(1)[0])
+
+
 def generate_cifar_style(
     images: np.ndarray,
     labels: np.ndarray,
@@ -140,6 +165,9 @@ def generate_cifar_style(
     progress: bool = True,
     source: str = "",
     source_digest: Optional[str] = None,
+    device: str = "cpu",
+    batched: Optional[bool] = None,
+    batch_size: int = CHUNK,
 ) -> Dict:
     """Writes a CIFAR-C-style corrupted copy of ``images`` into ``out_dir``.
 
@@ -161,6 +189,12 @@ def generate_cifar_style(
         source_digest: SHA-256 of the clean images (default: computed); recorded with the
             generator version, so a set made from other images or by another generator version
             is never mistaken for this one.
+        device: ``cpu`` (default: the exact per-image generator), ``cuda`` or ``auto`` (cuda
+            when available, else cpu): the batched tensor corruptions on that device, one
+            process, ``batch_size`` images at a time (halved on CUDA out-of-memory, logged).
+        batched: force the batched path (``True``, also on the CPU) or the exact one
+            (``False``); default: batched on a GPU only.
+        batch_size: images per batch on the batched path (recorded: random draws depend on it).
 
     Returns:
         The manifest written to ``out_dir/manifest.json``.
@@ -170,6 +204,7 @@ def generate_cifar_style(
     images = np.ascontiguousarray(images, dtype=np.uint8)
     for name in corruptions:
         check_corruption(name, preset)  # before any file is written
+    dev, backend = _backend(device, batched)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out_dir)
@@ -178,7 +213,10 @@ def generate_cifar_style(
                 "image_shape": list(images.shape[1:]),
                 "generator_version": GENERATOR_VERSION,
                 "source_sha256": source_digest or array_digest(images, labels)}
-    if manifest.get("generated") and any(manifest.get(k) != v for k, v in settings.items()
+    if backend:
+        settings.update(backend=backend, batch_size=int(batch_size))
+    keys = set(settings) | {"backend", "batch_size"}  # an exact set has neither
+    if manifest.get("generated") and any(manifest.get(k) != settings.get(k) for k in keys
                                          if k != "source"):
         raise ValueError(f"{out_dir} holds a set generated with other settings "
                          f"({ {k: manifest.get(k) for k in settings} }); use another --out")
@@ -187,6 +225,9 @@ def generate_cifar_style(
             if not ((out_dir / f"{c}.npy").exists() and files.get(f"{c}.npy")
                     and sha256_file(out_dir / f"{c}.npy") == files[f"{c}.npy"])]
     n = len(images)
+    if backend:
+        return _generate_cifar_batched(images, labels, out_dir, todo, settings, files, dev,
+                                       progress)
     chunks = [(i, images[i:i + CHUNK]) for i in range(0, n, CHUNK)]
     jobs = [(chunk, name, s, preset, seed, i // CHUNK)
             for name in todo for s in SEVERITIES for i, chunk in chunks]
@@ -217,10 +258,43 @@ def generate_cifar_style(
         for job in jobs:
             store(_corrupt_job(job))
     bar.close()
+    return _finish_cifar(out_dir, labels, settings, files)
+
+
+def _finish_cifar(out_dir: Path, labels, settings: Dict, files: Dict) -> Dict:
     labels_path = out_dir / "labels.npy"
     _atomic_save_npy(labels_path, np.tile(np.asarray(labels).astype(np.int64), 5))
     files[labels_path.name] = sha256_file(labels_path)
     return _write_manifest(out_dir, settings, files)
+
+
+def _generate_cifar_batched(images, labels, out_dir, todo, settings, files, dev, progress):
+    """The batched path of :func:`generate_cifar_style`: corruption after corruption, each
+    severity over all images on ``dev``; a line per finished corruption with its rate."""
+    from tqdm.auto import tqdm
+
+    from snc.corruptions.batched import corrupt_in_batches
+
+    n = len(images)
+    preset, seed, batch_size = settings["preset"], settings["seed"], settings["batch_size"]
+    bar = tqdm(total=len(todo) * len(SEVERITIES), desc=f"corrupting on {dev}",
+               disable=not progress, unit="severity")
+    for k, name in enumerate(todo, 1):
+        start = time.perf_counter()
+        result = np.empty((5 * n,) + images.shape[1:], np.uint8)
+        for s in SEVERITIES:
+            result[(s - 1) * n:s * n] = corrupt_in_batches(
+                images, name, s, seed=_batched_seed(seed, name, s), device=dev, preset=preset,
+                batch_size=batch_size)
+            bar.update(1)
+        path = out_dir / f"{name}.npy"
+        _atomic_save_npy(path, result)
+        files[path.name] = sha256_file(path)
+        _write_manifest(out_dir, settings, files)
+        rate = 5 * n / max(time.perf_counter() - start, 1e-9)
+        log.info("corrupted %s (%d/%d) on %s: %.0f images/s", name, k, len(todo), dev, rate)
+    bar.close()
+    return _finish_cifar(out_dir, labels, settings, files)
 
 
 def _write_manifest(out_dir: Path, settings: Dict, files: Dict) -> Dict:
@@ -272,7 +346,8 @@ def list_image_folder(root: Path) -> List[Tuple[str, Path]]:
 
 
 def _imagenet_job(args):
-    items, out_dir, corruptions, preset, seed, resize_crop, index = args
+    items, out_dir, corruptions, preset, seed, resize_crop, index = args[:7]
+    dev = args[7] if len(args) > 7 else None
     from PIL import Image
 
     from snc.data.imagenet import eval_geometry
@@ -283,7 +358,14 @@ def _imagenet_job(args):
     chunk_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
     for name in corruptions:
         for s in SEVERITIES:
-            out = corrupt(batch, name, s, preset=preset, seed=chunk_seed)
+            if dev is None:
+                out = corrupt(batch, name, s, preset=preset, seed=chunk_seed)
+            else:
+                from snc.corruptions.batched import corrupt_in_batches
+
+                out = corrupt_in_batches(batch, name, s, device=dev, preset=preset,
+                                         seed=_batched_seed(chunk_seed, name, s),
+                                         batch_size=len(batch))
             for (cls, path), img in zip(items, out, strict=True):
                 dest = Path(out_dir) / name / str(s) / cls / (path.stem + ".JPEG")
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -303,10 +385,14 @@ def generate_imagenet_style(
     resize_crop: bool = True,
     progress: bool = True,
     chunk: int = 64,
+    device: str = "cpu",
+    batched: Optional[bool] = None,
 ) -> Dict:
     """Writes ``out_dir/<corruption>/<severity>/<class>/<file>.JPEG`` (quality 85) for the
     class-folder dataset ``source`` (Resize(256) + CenterCrop(224) first, as published, unless
-    ``resize_crop=False``). Resumable: chunks whose every output file exists are skipped."""
+    ``resize_crop=False``). Resumable: chunks whose every output file exists are skipped.
+    ``device``/``batched`` as :func:`generate_cifar_style`; the batched path corrupts ``chunk``
+    images at a time in one process (``workers`` is then ignored)."""
     from tqdm.auto import tqdm
 
     items = list_image_folder(Path(source))
@@ -317,9 +403,13 @@ def generate_imagenet_style(
         return all((out_dir / c / str(s) / cls / (p.stem + ".JPEG")).exists()
                    for cls, p in part for c in corruptions for s in SEVERITIES)
 
+    dev, backend = _backend(device, batched)
     jobs = [(items[i:i + chunk], str(out_dir), tuple(corruptions), preset, seed, resize_crop,
-             i // chunk) for i in range(0, len(items), chunk)]
+             i // chunk) + ((dev,) if backend else ()) for i in range(0, len(items), chunk)]
     jobs = [j for j in jobs if not done(j[0])]
+    if backend and workers > 1:
+        log.info("batched corruption on %s: one process (workers=%d ignored)", dev, workers)
+        workers = 1
     with tqdm(total=len(items), desc="corrupting", disable=not progress, unit="img") as bar:
         if workers > 1 and jobs:
             with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -333,6 +423,7 @@ def generate_imagenet_style(
                 "generator_version": GENERATOR_VERSION,
                 "source_listing_sha256": folder_digest(Path(source)),
                 "layout": "imagenet", "corruptions": list(corruptions), "jpeg_quality": 85,
+                **({"backend": backend, "batch_size": int(chunk)} if backend else {}),
                 "note": "generated by snc; not the published ImageNet-C set"}
     _atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
     return manifest

@@ -1,0 +1,360 @@
+"""The batched tensor corruptions (snc.corruptions.batched) against the CPU generator, on CPU
+tensors: deterministic ones value by value, random ones by their per-severity statistics."""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from snc.corruptions import ALL_CORRUPTIONS, RANDOM_CORRUPTIONS, corrupt
+from snc.corruptions.batched import BATCHED, DETERMINISTIC, corrupt_batch, is_batched
+
+DATA = Path(__file__).parent / "data" / "corruptions"
+VECTORS = np.load(DATA / "cifar.npz")
+MOTION = np.load(DATA / "motion_blur_fixed_angle.npz")
+STATS = json.loads((DATA / "stats.json").read_text())
+RANDOM_BATCHED = sorted(set(BATCHED) & RANDOM_CORRUPTIONS)  # the -C ones
+# Tested bound per deterministic corruption: (largest difference in grey levels, largest
+# fraction of differing values), vs the original's outputs and vs the CPU generator.
+BOUNDS = {name: (0, 0.0) for name in DETERMINISTIC}
+BOUNDS["gaussian_blur"] = (1, 0.001)  # float summation order: one value of 49,152 at 32 px
+
+
+def _real64() -> np.ndarray:
+    """64 real images: the 16 reference CIFAR images, as is, mirrored, flipped and rotated."""
+    x = VECTORS["inputs"]
+    return np.concatenate([x, x[:, :, ::-1], x[:, ::-1], np.rot90(x, 1, (1, 2))])
+
+
+def _check_bound(out, ref, name, what):
+    diff = np.abs(out.astype(int) - ref.astype(int))
+    top, frac = BOUNDS[name]
+    assert diff.max() <= top, (name, what, diff.max())
+    assert (diff > 0).mean() <= frac, (name, what, (diff > 0).mean())
+
+
+def test_every_corruption_is_batched_or_named_as_falling_back():
+    assert set(ALL_CORRUPTIONS) - set(BATCHED) == {"spatter"}
+    assert set(BATCHED) - set(ALL_CORRUPTIONS) == {
+        "blue_noise_sample", "brownish_noise", "single_frequency_greyscale",
+        "cocentric_sine_waves", "ripple", "plasma_noise"}
+    assert set(DETERMINISTIC) == set(ALL_CORRUPTIONS) - RANDOM_CORRUPTIONS
+
+
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_deterministic_match_the_original_outputs(name):
+    x = torch.from_numpy(VECTORS["inputs"])
+    for severity in range(1, 6):
+        out = corrupt_batch(x, name, severity, preset="cifar")
+        assert out.dtype == torch.uint8 and out.shape == x.shape
+        _check_bound(out.numpy(), VECTORS[f"{name}_{severity}"], name, severity)
+
+
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_deterministic_match_the_cpu_generator_at_64px(name):
+    from snc.data.synthetic import make_synthetic
+
+    x, _ = make_synthetic(6, seed=2, size=64)
+    for severity in range(1, 6):
+        out = corrupt_batch(torch.from_numpy(x), name, severity, preset="tinyimagenet")
+        _check_bound(out.numpy(), corrupt(x, name, severity, preset="tinyimagenet"), name,
+                     severity)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_deterministic_match_the_cpu_generator_at_224px(name):
+    x = MOTION["imagenet_inputs"]
+    for severity in range(1, 6):
+        out = corrupt_batch(torch.from_numpy(x), name, severity, preset="imagenet")
+        _check_bound(out.numpy(), corrupt(x, name, severity, preset="imagenet"), name,
+                     severity)
+
+
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_deterministic_do_not_depend_on_the_batch_size(name):
+    x = torch.from_numpy(_real64()[:24])
+    whole = corrupt_batch(x, name, 3)
+    parts = torch.cat([corrupt_batch(x[i:i + 5], name, 3) for i in range(0, len(x), 5)])
+    assert torch.equal(whole, parts)
+
+
+def image_stats(clean, out):
+    clean, out = clean.astype(np.float64), out.astype(np.float64)
+    return (np.abs(out - clean).mean(), out.std(axis=(1, 2)).mean(0),
+            out.mean(axis=(1, 2)).mean(0))
+
+
+def _assert_within(stats, ref, what):
+    # the CPU generator's test bound: 5 standard deviations of the reference's run-to-run
+    # spread plus half a grey level
+    mad, std, mean = stats
+    assert abs(mad - ref["mad"]) <= 5 * ref["mad_sd_over_runs"] + 0.5, (what, mad, ref["mad"])
+    assert np.all(np.abs(std - ref["std_rgb"])
+                  <= 5 * np.array(ref["std_rgb_sd_over_runs"]) + 0.5), (what, std)
+    assert np.all(np.abs(mean - ref["mean_rgb"])
+                  <= 5 * np.array(ref["mean_rgb_sd_over_runs"]) + 0.5), (what, mean)
+
+
+def _mean_stats(runs):
+    return (np.mean([s[0] for s in runs]), np.mean([s[1] for s in runs], 0),
+            np.mean([s[2] for s in runs], 0))
+
+
+def _check_recorded_statistics(name, key, runs, device="cpu"):
+    """Batched outputs' statistics against the original's recorded ones (``key``: cifar at
+    32 px or imagenet at 224 px), averaged over ``runs`` draws."""
+    inputs = VECTORS["inputs"] if key == "cifar" else MOTION["imagenet_inputs"]
+    gen = torch.Generator(device=device).manual_seed(0)
+    for severity in range(1, 6):
+        ref = STATS[key]["corruptions"][name]["severities"][str(severity)]
+        stats = [image_stats(inputs, corrupt_batch(torch.from_numpy(inputs).to(device), name,
+                                                   severity, gen, preset=key).cpu().numpy())
+                 for _ in range(runs)]
+        _assert_within(_mean_stats(stats), ref, (key, name, severity))
+
+
+@pytest.mark.parametrize("name", RANDOM_BATCHED)
+def test_random_match_the_recorded_statistics_at_32px(name):
+    _check_recorded_statistics(name, "cifar", 3)
+
+
+@pytest.mark.parametrize("name", RANDOM_BATCHED)
+def test_random_statistics_match_the_cpu_generator_over_64_images(name):
+    x = _real64()
+    gen = torch.Generator().manual_seed(1)
+    for severity in range(1, 6):
+        ref = STATS["cifar"]["corruptions"][name]["severities"][str(severity)]
+        batched = image_stats(x, corrupt_batch(torch.from_numpy(x), name, severity, gen).numpy())
+        cpu = image_stats(x, corrupt(x, name, severity, seed=1))
+        _assert_within(batched, dict(ref, mad=cpu[0], std_rgb=cpu[1], mean_rgb=cpu[2]),
+                       (name, severity))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RANDOM_BATCHED)
+def test_random_match_the_recorded_statistics_at_224px(name):
+    _check_recorded_statistics(name, "imagenet", 1)
+
+
+@pytest.mark.parametrize("name", RANDOM_BATCHED)
+def test_random_follow_the_generator(name):
+    x = torch.from_numpy(VECTORS["inputs"][:4])
+    a = corrupt_batch(x, name, 5, torch.Generator().manual_seed(3))
+    b = corrupt_batch(x, name, 5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    c = corrupt_batch(x, name, 5, torch.Generator().manual_seed(4))
+    if name != "elastic_transform":  # its severity 5 at 32 px can round back to the same pixels
+        assert not torch.equal(a, c)
+
+
+CBAR_DATA = Path(__file__).parent / "data" / "cbar"
+CBAR_STATS = json.loads((CBAR_DATA / "stats.json").read_text())
+CBAR_RUNS = {"cifar": 10, "imagenet": 3}
+
+
+def _cbar_cases():
+    from snc.corruptions.batched import CBAR_BATCHED
+    from snc.corruptions.cbar import CBAR
+
+    return [(b, n) for b in CBAR_RUNS for n in CBAR[b] if n in CBAR_BATCHED]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize("preset, name", _cbar_cases())
+def test_cbar_match_the_recorded_statistics(preset, name, device):
+    # tests/test_cbar.py's rule: |d| <= 4 sqrt(sd_ref^2/R + sd^2/M) + 0.1
+    inputs = np.load(CBAR_DATA / f"{preset}_cbar.npz")["inputs"]
+    # brownish_noise's image means are heavy-tailed (the NumPy generator reaches 0.94 of this
+    # bound over 20 seeds at 32 px); CUDA is fast, so it draws twice as many runs there
+    runs = CBAR_RUNS[preset] * (2 if device == "cuda" else 1)
+    gen = torch.Generator(device=device).manual_seed(0)
+    ref = CBAR_STATS[preset]["corruptions"][name]["severities"]
+    for k in range(1, 6):
+        r = ref[str(k)]
+        stats = [image_stats(inputs, corrupt_batch(torch.from_numpy(inputs).to(device), name,
+                                                   k, gen, preset=preset).cpu().numpy())
+                 for _ in range(runs)]
+        for j, field in enumerate(("mad", "std_rgb", "mean_rgb")):
+            values = np.array([s[j] for s in stats])
+            bound = 4 * np.sqrt(np.square(r[f"{field}_sd_over_runs"]) / r["runs"]
+                                + np.square(values.std(axis=0, ddof=1)) / runs) + 0.1
+            delta = np.abs(values.mean(axis=0) - np.array(r[field]))
+            assert np.all(delta <= bound), (name, k, field, delta, bound)
+
+
+def test_unbatched_corruptions_fall_back_with_a_warning(caplog):
+    x = torch.from_numpy(VECTORS["inputs"][:3])
+    assert not is_batched("spatter") and not is_batched("lines")
+    with caplog.at_level(logging.WARNING, logger="snc"):
+        out = corrupt_batch(x, "spatter", 2, torch.Generator().manual_seed(0))
+        bar = corrupt_batch(x, "lines", 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8 and bar.shape == x.shape
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("spatter" in m and "CPU" in m for m in messages)
+    assert any("lines" in m and "CPU" in m for m in messages)
+
+
+def test_bad_inputs():
+    x = torch.from_numpy(VECTORS["inputs"][:2])
+    with pytest.raises(ValueError, match="resize them to one size.*folder"):
+        corrupt_batch([x[0], torch.zeros(16, 16, 3, dtype=torch.uint8)], "fog", 1)
+    assert corrupt_batch([x[0], x[1]], "contrast", 1).shape == x.shape
+    with pytest.raises(ValueError, match="uint8"):
+        corrupt_batch(x.float(), "fog", 1)
+    with pytest.raises(ValueError, match="uint8"):
+        corrupt_batch(x.permute(0, 3, 1, 2), "fog", 1)
+    with pytest.raises(ValueError, match="severity must be 1..5"):
+        corrupt_batch(x, "fog", 0)
+    with pytest.raises(ValueError, match="square images of an even side"):
+        corrupt_batch(x[:, :, :31], "blue_noise_sample", 1)
+    with pytest.raises(ValueError, match="unknown corruption 'fogg'"):
+        corrupt_batch(x, "fogg", 1)
+
+
+# ----------------------------------------------------------------------------- set generation
+
+
+def test_out_of_memory_halves_the_batch_and_logs_it(monkeypatch, caplog):
+    from snc.corruptions import batched
+
+    calls = []
+    real = batched.corrupt_batch
+
+    def small_memory(x, *args, **kwargs):
+        calls.append(len(x))
+        if len(x) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "corrupt_batch", small_memory)
+    x = VECTORS["inputs"][:10]
+    with caplog.at_level(logging.WARNING, logger="snc"):
+        out = batched.corrupt_in_batches(x, "contrast", 2, seed=0, device="cpu", batch_size=16)
+    np.testing.assert_array_equal(out, corrupt(x, "contrast", 2))
+    assert calls == [10, 5, 2, 2, 2, 2, 2]  # halved twice, then the size is kept
+    assert any("out of memory" in r.getMessage() and "batches of 5" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_cpu_and_auto_without_gpu_keep_the_exact_generator(tmp_path, monkeypatch):
+    from snc.corruptions.sets import generate_cifar_style, load_cifar_c, read_manifest
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    x = VECTORS["inputs"][:6]
+    labels = np.arange(6)
+    names = ["gaussian_noise", "contrast"]
+    a = generate_cifar_style(x, labels, tmp_path / "a", corruptions=names, progress=False)
+    b = generate_cifar_style(x, labels, tmp_path / "b", corruptions=names, progress=False,
+                             device="auto")
+    assert a["files"] == b["files"] and "backend" not in read_manifest(tmp_path / "b")
+    np.testing.assert_array_equal(load_cifar_c(tmp_path / "a", "gaussian_noise")[0][:6],
+                                  corrupt(x, "gaussian_noise", 1, seed=int(
+                                      np.random.SeedSequence([0, 0]).generate_state(1)[0])))
+    with pytest.raises(ValueError, match="no CUDA device"):
+        generate_cifar_style(x, labels, tmp_path / "c", corruptions=names, progress=False,
+                             device="cuda")
+
+
+def test_batched_sets_are_written_recorded_and_not_mixed(tmp_path, caplog):
+    from snc.corruptions.sets import (
+        generate_cifar_style,
+        generate_imagenet_style,
+        load_cifar_c,
+        load_imagenet_c,
+    )
+
+    x = VECTORS["inputs"][:6]
+    labels = np.arange(6)
+    out = tmp_path / "gpu-like"
+    with caplog.at_level(logging.INFO, logger="snc"):
+        manifest = generate_cifar_style(x, labels, out, corruptions=["contrast", "snow"],
+                                        progress=False, batched=True, batch_size=4)
+    assert manifest["backend"] == "batched-cpu" and manifest["batch_size"] == 4
+    assert any("corrupted snow (2/2)" in r.getMessage() and "images/s" in r.getMessage()
+               for r in caplog.records)
+    images, y = load_cifar_c(out, "contrast", verify=True)
+    for s in range(1, 6):  # deterministic: the exact generator's values
+        np.testing.assert_array_equal(images[(s - 1) * 6:s * 6], corrupt(x, "contrast", s))
+    again = generate_cifar_style(x, labels, tmp_path / "again", corruptions=["snow"],
+                                 progress=False, batched=True, batch_size=4)
+    assert again["files"]["snow.npy"] == manifest["files"]["snow.npy"]  # reproducible
+    with pytest.raises(ValueError, match="other settings"):
+        generate_cifar_style(x, labels, out, corruptions=["contrast"], progress=False)
+    # the folder layout
+    from PIL import Image
+
+    src = tmp_path / "val" / "n01440764"
+    src.mkdir(parents=True)
+    for i, img in enumerate(MOTION["imagenet_inputs"][:2]):
+        Image.fromarray(img).save(src / f"{i}.png")
+    manifest = generate_imagenet_style(tmp_path / "val", tmp_path / "IN-C",
+                                       corruptions=["fog", "contrast"], progress=False,
+                                       batched=True, resize_crop=False, workers=2)
+    assert manifest["backend"] == "batched-cpu"
+    assert len(load_imagenet_c(tmp_path / "IN-C", "fog", 5)) == 2
+
+
+def test_make_corrupted_takes_a_device(tmp_path, monkeypatch, capsys):
+    from snc.cli.make_corrupted import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    src = tmp_path / "mine.npz"
+    x = VECTORS["inputs"][:3]
+    np.savez(src, test_images=x, test_labels=np.arange(3))
+    assert main(["--source", str(src), "--out", str(tmp_path / "o"), "--corruptions",
+                 "pixelate", "--workers", "1", "--device", "auto"]) == 0
+    assert "exact per-image generator" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--source", str(src), "--out", str(tmp_path / "p"), "--device", "cuda"])
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("delta", [1, 2, 3, 4])
+def test_glass_blur_row_shuffle_equals_the_pixel_by_pixel_loop(delta):
+    from snc.corruptions.batched import glass_shuffle_row
+
+    gen = torch.Generator().manual_seed(delta)
+    n, h, w = 3, 20, 24
+    x = torch.randint(0, 256, (n, h, w, 3), generator=gen).to(torch.uint8)
+    loop, rows_at_once = x.clone(), x.clone()
+    images = torch.arange(n)
+    cols = list(range(w - delta, delta, -1))
+    for hh in range(h - delta, delta, -1):
+        d = torch.randint(-delta, delta, (len(cols), n, 2), generator=gen)
+        for j, ww in enumerate(cols):  # the original's visiting order, one pixel at a time
+            loop[images, hh, ww] = loop[images, hh + d[j, :, 1], ww + d[j, :, 0]]
+        glass_shuffle_row(rows_at_once, hh, delta, d)
+    assert torch.equal(loop, rows_at_once)
+
+
+# ----------------------------------------------------------------------------- on a GPU
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# on CUDA, cuBLAS sums the filters' matrix products in another order than the CPU
+CUDA_BOUND = (1, 0.001)
+
+
+@CUDA
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_cuda_deterministic_match_the_cpu_generator(name):
+    for preset, x in (("cifar", VECTORS["inputs"]), ("imagenet", MOTION["imagenet_inputs"])):
+        for severity in range(1, 6):
+            out = corrupt_batch(torch.from_numpy(x).cuda(), name, severity,
+                                torch.Generator(device="cuda"), preset=preset)
+            assert out.is_cuda and out.dtype == torch.uint8
+            diff = np.abs(out.cpu().numpy().astype(int)
+                          - corrupt(x, name, severity, preset=preset).astype(int))
+            assert diff.max() <= CUDA_BOUND[0], (preset, severity, diff.max())
+            assert (diff > 0).mean() <= CUDA_BOUND[1], (preset, severity, (diff > 0).mean())
+
+
+@CUDA
+@pytest.mark.parametrize("name", RANDOM_BATCHED)
+def test_cuda_random_match_the_recorded_statistics(name):
+    _check_recorded_statistics(name, "cifar", 3, "cuda")
+    _check_recorded_statistics(name, "imagenet", 1, "cuda")
