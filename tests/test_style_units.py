@@ -216,9 +216,10 @@ def test_the_compare_page_commands_compose():
     import shlex
 
     page = (Path(CONFIG_DIR).parent / "docs" / "compare.md").read_text()
+    page = page.replace("\\\n", " ")  # continued lines
     commands = [line.split("#")[0] for line in page.splitlines()
                 if line.startswith("python train.py")]
-    assert len(commands) == 2
+    assert len(commands) == 3
     for command in commands:
         args = [a for a in shlex.split(command)[2:] if a != "-m"]
         pattern = next((a[len("experiment=glob("):-1] for a in args
@@ -230,3 +231,4 @@ def test_the_compare_page_commands_compose():
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("train", overrides=args)
         assert unit_options(cfg).label in ("basic", "mixstyle")
+        assert cfg.dataset.name in ("cifar10", "cifar100", "npz")
