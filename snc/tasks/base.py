@@ -146,7 +146,8 @@ class Task:
 
     def check_style(self) -> None:
         """The ``style`` option against the task and its data: the task takes style methods,
-        ``mix=crossdomain`` has domain-labelled data, DSU has batches of two or more."""
+        the step is not compiled (the units draw on the host), ``mix=crossdomain`` has
+        domain-labelled data, DSU has batches of two or more."""
         from snc.config import style_name
         from snc.ops import DSUOptions
 
@@ -157,6 +158,9 @@ class Task:
         if not self.styles:
             raise ConfigError(f"style={name} is compared on classification; task="
                               f"{cfg.task.name} takes CrossNorm only: use style=none")
+        if cfg.get("compile", False):
+            raise ConfigError(f"compile=true captures the whole training step, but style={name} "
+                              "draws on the host: use compile=false with it")
         if getattr(style, "mix", "random") == "crossdomain" and not cfg.dataset.get("domains"):
             raise ConfigError(f"style.mix=crossdomain pairs the two domain halves of a batch, "
                               f"but dataset={cfg.dataset.name} has no domain labels (no dataset "

@@ -140,10 +140,6 @@ class Classify(Task):
         if self.eval_amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"evaluate.amp={self.eval_amp!r}; choose null (the training's "
                               "amp), none, bf16 or fp16")
-        if cfg.get("compile", False) and self.units.style is not None:
-            raise ConfigError(f"compile=true captures the whole training step, but style="
-                              f"{self.units.label.split('-')[-1]} draws on the host: use "
-                              "compile=false with it")
         if cfg.get("compile", False) and self.augment != "none":
             raise ConfigError(f"compile=true captures the whole training step, but "
                               f"augment={self.augment} (snc.data.augment.BatchAugment) draws on "
