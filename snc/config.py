@@ -103,6 +103,38 @@ def _positions_resolver(*, _root_: DictConfig) -> str:
 if not OmegaConf.has_resolver("snc_positions"):
     OmegaConf.register_new_resolver("snc_positions", _positions_resolver)
 
+# DomainBed's hyper-parameters of ERM on a ResNet (domainbed/hparams_registry.py): the default,
+# and the random draw of its random search. Each draw uses its own
+# RandomState(seed_hash(seed_hash(hparams_seed, trial_seed), name)), as DomainBed's _hparam does.
+DOMAINBED_HPARAMS = {
+    "lr": (5e-5, lambda r: 10 ** r.uniform(-5, -3.5)),
+    "weight_decay": (0.0, lambda r: 10 ** r.uniform(-6, -2)),
+    "batch_size": (32, lambda r: int(2 ** r.uniform(3, 5.5))),
+    "resnet_dropout": (0.0, lambda r: float(r.choice([0.0, 0.1, 0.5]))),
+}
+
+
+def domainbed_hparam(name: str, hparams_seed: int, trial_seed: int) -> Any:
+    """DomainBed's value of hyper-parameter ``name``: the default for ``hparams_seed=0``, else
+    its random draw (``random_hparams(algorithm, dataset, seed_hash(hparams_seed,
+    trial_seed))``)."""
+    import numpy as np
+
+    from snc.data.dg import seed_hash
+
+    if name not in DOMAINBED_HPARAMS:
+        raise ConfigError(f"unknown DomainBed hyper-parameter {name!r}; choose one of "
+                          f"{', '.join(DOMAINBED_HPARAMS)}")
+    default, draw = DOMAINBED_HPARAMS[name]
+    if int(hparams_seed) == 0:
+        return default
+    seed = seed_hash(int(hparams_seed), int(trial_seed))
+    return draw(np.random.RandomState(seed_hash(seed, name)))
+
+
+if not OmegaConf.has_resolver("snc_dg_hparam"):
+    OmegaConf.register_new_resolver("snc_dg_hparam", domainbed_hparam)
+
 SN_CHOICES = {"on": SelfNormOptions, "se": SqueezeExcitationOptions}
 
 

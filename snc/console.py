@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -157,3 +157,12 @@ def _as_expected(err: BaseException, cfg: Optional[DictConfig]) -> BaseException
         return err
     converted.__cause__ = err
     return converted
+
+
+def metrics_text(metrics: Dict[str, float], skip: Sequence[str] = ()) -> str:
+    """``loss 1.3, val/accuracy 30.2``: each metric by the last part of its name, or by its
+    whole name where that part is shared (``val/accuracy`` and ``test/accuracy``)."""
+    keys = [k for k in metrics if k not in skip]
+    short = [k.split("/")[-1] for k in keys]
+    return ", ".join(f"{s if short.count(s) == 1 else k} {metrics[k]:.4g}"
+                     for k, s in zip(keys, short, strict=True))

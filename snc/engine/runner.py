@@ -519,9 +519,7 @@ def _execute(cfg: DictConfig, task: Task, device: torch.device, run_dir: Path,
             metrics.update(r.evaluate_period(period))
             trackers.log(metrics, r.step)
             log.info("%s %d/%d: %s", "epoch" if r.epochs else "period", period + 1,
-                     r.num_periods, ", ".join(f"{k.split('/')[-1]} {v:.4g}"
-                                              for k, v in metrics.items()
-                                              if k not in ("epoch", "period")))
+                     r.num_periods, console.metrics_text(metrics, skip=("epoch", "period")))
             r.checkpoint(period + 1)
         log.info("training done in %.1f s", time.perf_counter() - train_start)
         results = _finish(r, meta, trackers)

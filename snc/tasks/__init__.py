@@ -4,7 +4,7 @@
 ``task=<name>`` finds it.
 """
 
-from snc.tasks import classify, fixmatch, segment, text  # noqa: E402,F401  (registers them)
+from snc.tasks import classify, dg, fixmatch, segment, text  # noqa: E402,F401  (registers them)
 from snc.tasks.base import RunContext, Task, get_task, list_tasks, register_task
 
 __all__ = ["RunContext", "Task", "get_task", "list_tasks", "register_task"]

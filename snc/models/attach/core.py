@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from snc.models.units import IMAGE, SNOptions, UnitFactory
+from snc.models.units import IMAGE, STAGE_OUTPUT, SNOptions, UnitFactory
 from snc.ops import CrossNormOptions, Placement
 
 PREFIX = "snc_"
@@ -210,7 +210,7 @@ def supported_positions(model: nn.Module) -> Tuple[str, ...]:
     # a position no block of this model has (VGG without norms: after_norm) is not offered
     common = [p for p in common if any(b.adapter.channels(b.module, p) is not None
                                        for b in blocks)]
-    return tuple(common) + (IMAGE,)
+    return tuple(common) + (STAGE_OUTPUT, IMAGE)
 
 
 def _no_block_message(model: nn.Module) -> str:
@@ -439,13 +439,34 @@ def _attach_blocks(model: nn.Module, sn_opts, cn_opts, where: Placement) -> Atta
             _add_unit(b.module, position, unit)
             report.units[f"{b.name}.{PREFIX}{position}"] = position
             placed = True
-        if not placed:
-            continue
-        if b.adapter.forward is not None:
-            b.module.forward = types.MethodType(b.adapter.forward, b.module)
-        else:
-            b.module.register_forward_hook(after_hook(PREFIX + "post_addition", b.adapter.layout))
+        if placed:
+            if b.adapter.forward is not None:
+                b.module.forward = types.MethodType(b.adapter.forward, b.module)
+            else:
+                b.module.register_forward_hook(after_hook(PREFIX + "post_addition",
+                                                          b.adapter.layout))
+    _attach_stage_outputs(blocks, units, report)
     return report
+
+
+def _attach_stage_outputs(blocks: List[Block], units: UnitFactory, report: AttachReport
+                          ) -> None:
+    """``stage_output``: a unit on the output of each stage's last block (torchvision's
+    ``layer1``..``layer4``), run by a forward hook: where Dassl's ResNet applies MixStyle."""
+    last: Dict[int, Block] = {}
+    for b in blocks:
+        last[b.stage] = b
+    for b in last.values():
+        if units(STAGE_OUTPUT, 8, b.stage) is None:
+            continue
+        if "post_addition" not in b.adapter.positions:
+            raise ValueError(f"position stage_output takes a block's output channels, which "
+                             f"{b.adapter.family} blocks do not state; put the units after "
+                             "modules by name with sites='<glob>' instead")
+        unit = units(STAGE_OUTPUT, b.adapter.channels(b.module, "post_addition"), b.stage)
+        _add_unit(b.module, STAGE_OUTPUT, unit)
+        b.module.register_forward_hook(after_hook(PREFIX + STAGE_OUTPUT, b.adapter.layout))
+        report.units[f"{b.name}.{PREFIX}{STAGE_OUTPUT}"] = STAGE_OUTPUT
 
 
 def _attach_sites(model: nn.Module, sn_opts, cn_opts, where: Placement,
