@@ -309,6 +309,22 @@ def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return (mask[:, None].to(x.dtype) * a4).sum(2)
 
 
+def jitter_op(op: int, img: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """One of ColorJitter's four adjustments per image of a float ``(B, 3, H, W)`` batch in
+    ``[0, 1]``, ``factor`` ``(B,)``: 0 brightness, 1 contrast, 2 saturation (torchvision's
+    ``adjust_*`` formulas), 3 hue (a shift of the HSV hue by ``factor``)."""
+    f = factor[:, None, None, None]
+    if op == 0:
+        return (img * f).clamp(0, 1)
+    if op == 1:
+        mean = _grey(img).mean((1, 2, 3), keepdim=True)
+        return (f * img + (1 - f) * mean).clamp(0, 1)
+    if op == 2:
+        return (f * img + (1 - f) * _grey(img)).clamp(0, 1)
+    hsv = _rgb_to_hsv(img)
+    return _hsv_to_rgb(torch.cat([torch.remainder(hsv[:, :1] + f, 1.0), hsv[:, 1:]], 1))
+
+
 def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
     """torchvision ``ColorJitter(s, s, s, s)`` per image of a float ``(B, 3, H, W)`` batch in
     ``[0, 1]``: brightness, contrast, saturation factors ``~ U(1 - s, 1 + s)``, hue shift
@@ -317,29 +333,13 @@ def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) -
     factors = 1 - strength + 2 * strength * torch.rand(b, 3, generator=generator, device=dev)
     hue = (2 * torch.rand(b, generator=generator, device=dev) - 1) * min(strength, 0.5)
     order = torch.argsort(torch.rand(b, 4, generator=generator, device=dev), dim=1)
-    factors, hue, order = factors.to(x.device), hue.to(x.device), order.to(x.device)
-
-    def apply(op: int, img: torch.Tensor) -> torch.Tensor:
-        if op == 0:
-            return (img * factors[:, 0, None, None, None]).clamp(0, 1)
-        if op == 1:
-            mean = _grey(img).mean((1, 2, 3), keepdim=True)
-            f = factors[:, 1, None, None, None]
-            return (f * img + (1 - f) * mean).clamp(0, 1)
-        if op == 2:
-            f = factors[:, 2, None, None, None]
-            return (f * img + (1 - f) * _grey(img)).clamp(0, 1)
-        hsv = _rgb_to_hsv(img)
-        hsv = torch.cat([torch.remainder(hsv[:, :1] + hue[:, None, None, None], 1.0), hsv[:, 1:]],
-                        1)
-        return _hsv_to_rgb(hsv)
-
+    factors = torch.cat([factors, hue[:, None]], 1).to(x.device)
+    order = order.to(x.device)
     for k in range(4):
-        chosen = order[:, k]
         out = x
         for op in range(4):
-            sel = (chosen == op)[:, None, None, None]
-            out = torch.where(sel, apply(op, x), out)
+            sel = (order[:, k] == op)[:, None, None, None]
+            out = torch.where(sel, jitter_op(op, x, factors[:, op]), out)
         x = out
     return x
 

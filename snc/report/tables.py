@@ -510,6 +510,11 @@ def markdown(entries: Sequence[Dict], summaries: Sequence[GroupSummary] = (),
         diffs = differences_markdown(summaries)
         if diffs:
             out.append(diffs)
+    from snc.report.selection import markdown as dg_markdown
+
+    dg = dg_markdown(runs)
+    if dg:
+        out.append(dg)
     if (figures or {}).get(PAPER_FIGURES):
         out.append("## Figures\n")
         out.append("Paper cells: " + ", ".join(figures[PAPER_FIGURES]) + "\n")

@@ -245,7 +245,9 @@ class DomainGeneralization(Task):
         self.splits: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
         trial = int(cfg.seed)
         for i, d in enumerate(folder.domains):
-            self.images[d] = torch.from_numpy(np.ascontiguousarray(arrays[d])).to(where)
+            arr = arrays[d]  # a read-only memory map of the cache is copied once
+            arr = arr if arr.flags.writeable else np.array(arr)
+            self.images[d] = torch.from_numpy(arr).to(where)
             self.labels[d] = torch.tensor([label for _, label in folder.files[d]],
                                           dtype=torch.int64, device=where)
             self.splits[d] = split_domain(folder.count(d), self.holdout, trial, i)
