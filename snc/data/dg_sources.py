@@ -512,8 +512,11 @@ def download_domain_set(name: str, data_dir: Path, *, progress: bool = True,
     if is_complete(name, data_dir):
         log.info("%s is complete", root)
         if not (root / MARKER).exists():
-            write_marker(root / MARKER, {"name": spec.name,
-                                         "images": count_images(spec, root)})
+            try:
+                write_marker(root / MARKER, {"name": spec.name,
+                                             "images": count_images(spec, root)})
+            except OSError:  # a read-only shared copy: complete all the same
+                pass
         return root
     if root.exists():
         missing = _missing_folders(spec, root)
