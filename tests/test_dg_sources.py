@@ -281,6 +281,25 @@ def test_the_published_checksum_is_checked(tmp_path):
     assert not (tmp_path / "data" / "VLCS").exists()
 
 
+def test_a_web_page_in_place_of_the_archive(tmp_path, monkeypatch):
+    # Google Drive answers a busy or large file with a page: the message says what to do
+    page = tmp_path / "drive.google.com" / "PACS.zip"
+    page.parent.mkdir()
+    page.write_text("<!DOCTYPE html><html>Google Drive can't scan this file</html>")
+    with pytest.raises(ConfigError, match=r"PACS\.zip .*fetch it in a browser and put it in "
+                       + re.escape(str(tmp_path / "data" / "downloads"))):
+        dg.download_domain_set("pacs", tmp_path / "data", progress=False,
+                               urls={"PACS.zip": page.as_uri()})
+    # without a published checksum the page gets as far as unpacking, which names it
+    monkeypatch.setitem(dg.DOMAIN_SETS, "pacs", replace(
+        dg.DOMAIN_SETS["pacs"], archives=(replace(dg.DOMAIN_SETS["pacs"].archives[0],
+                                                  checksum=None),)))
+    with pytest.raises(ConfigError, match=r"PACS\.zip is neither a zip nor a tar archive"):
+        dg.download_domain_set("pacs", tmp_path / "data", progress=False,
+                               urls={"PACS.zip": page.as_uri()})
+    assert not (tmp_path / "data" / "PACS").exists()
+
+
 def test_failed_download_names_the_fix(tmp_path):
     data = tmp_path / "data"
     with pytest.raises(ConfigError, match=r"could not download PACS\.zip .*put it in "

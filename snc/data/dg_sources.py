@@ -60,7 +60,7 @@ class DomainSet:
     folder: str  # the final folder under the data dir
     domains: Tuple[str, ...]  # domain folder names, in DomainBed's order (sorted)
     classes: Tuple[str, ...]  # class folder names, sorted as torchvision's ImageFolder sorts
-    images: Mapping[str, int]  # published image count per domain
+    images: Mapping[str, int]  # published image count per domain; empty: none published
     archives: Tuple[Archive, ...]
     homepage: str
     citation: str
