@@ -181,7 +181,8 @@ def test_balanced_batches_hold_each_domain_in_order_and_resume_exactly():
     a = [next(stream) for _ in range(3)]
     stream.load_state_dict(state)
     b = [next(stream) for _ in range(3)]
-    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1])
+               for p, q in zip(a, b, strict=True))
 
 
 def test_random_batches_see_every_training_image_once_per_epoch():
@@ -213,7 +214,8 @@ def test_a_dg_run_trains_evaluates_every_domain_and_selects(make_cfg):
             for h in dg["history"]]
     best = int(np.argmax(vals))
     assert results["val/accuracy@training_domain"] == pytest.approx(vals[best])
-    assert results["test/accuracy@training_domain"] == dg["history"][best]["domains"]["sketch"]["in"]
+    chosen = dg["history"][best]["domains"]["sketch"]["in"]
+    assert results["test/accuracy@training_domain"] == chosen
     assert results["test/accuracy@oracle"] == results["test/accuracy@last"]
 
 
@@ -239,8 +241,8 @@ def test_single_source_and_step_based_domainbed_batches(make_cfg):
 
 
 def test_frozen_batchnorm_keeps_its_running_statistics(make_cfg):
-    from snc.tasks.dg import DomainGeneralization
     from snc.tasks.base import RunContext
+    from snc.tasks.dg import DomainGeneralization
 
     cfg = make_cfg(*DG, "task.freeze_bn=true", tiny=False)
     task = DomainGeneralization(cfg)
@@ -304,7 +306,7 @@ def test_domainbed_hparams_are_its_defaults_and_random_draws():
                                                 "resnet_dropout")] == [5e-5, 0.0, 32, 0.0]
     draws = [(domainbed_hparam("lr", hp, 0), domainbed_hparam("batch_size", hp, 0),
               domainbed_hparam("resnet_dropout", hp, 0)) for hp in range(1, 200)]
-    lrs, batches, drops = zip(*draws)
+    lrs, batches, drops = zip(*draws, strict=True)
     assert 1e-5 <= min(lrs) and max(lrs) <= 10 ** -3.5
     assert 8 <= min(batches) and max(batches) <= 45 and set(drops) == {0.0, 0.1, 0.5}
     # DomainBed _hparam: RandomState(seed_hash(seed_hash(hparams_seed, trial_seed), name))
@@ -426,3 +428,36 @@ def test_the_report_has_the_dg_tables(make_cfg, tmp_path):
     text = (out / "report.md").read_text()
     assert "Domain generalization" in text and "training-domain validation" in text
     assert json.loads((Path(results["run_dir"]) / "results.json").read_text())["dg"]["history"]
+
+
+# ----------------------------------------------------------------------------- registered sets
+
+@pytest.mark.parametrize("name", ["pacs", "office_home", "vlcs", "terra_incognita", "domain_net"])
+def test_each_dataset_config_matches_its_registry_entry(make_cfg, name):
+    from snc.data.dg_sources import DOMAIN_SETS
+
+    spec = DOMAIN_SETS[name]
+    cfg = make_cfg(f"dataset={name}", tiny=False)
+    assert tuple(cfg.dataset.domains) == spec.domains
+    assert cfg.dataset.num_classes == len(spec.classes)
+
+
+def test_a_registered_set_in_its_layout_trains_and_a_missing_one_names_the_download(make_cfg,
+                                                                                     tmp_path):
+    from snc.data.dg_sources import DOMAIN_SETS, dataset_root
+    from snc.engine.runner import validate
+
+    base = [o for o in DG if not o.startswith("dataset")] + ["dataset=pacs",
+                                                             "dataset.image_size=16"]
+    with pytest.raises(ConfigError, match="download_dg.py pacs"):
+        run(make_cfg(*base, "dataset.test_domain=sketch", tiny=False))
+    assert not (tmp_path / "outputs").exists()
+    spec = DOMAIN_SETS["pacs"]
+    root = dataset_root("pacs", tmp_path / "data")
+    # the published layout: <domain>/<class>/<image>, two images per class
+    write_domain_folder(root, per_class=2, size=20, domains=spec.domains, classes=spec.classes)
+    with pytest.raises(ConfigError, match="has the domains art_painting, cartoon, photo, sketch"):
+        validate(make_cfg(*base, "dataset.test_domain=Sketch", tiny=False))
+    results = run(make_cfg(*base, "dataset.test_domain=sketch", "epochs=1", tiny=False))
+    assert results["dg"]["source_domains"] == ["art_painting", "cartoon", "photo"]
+    assert results["dg"]["history"][-1]["domains"]["sketch"]["n_in"] == 12  # 14 - int(14 * 0.2)

@@ -119,13 +119,18 @@ def scan_domains(root: Union[str, Path], domains: Optional[Sequence[str]] = None
         names = tuple(_class_dirs(root / domain))
         if want is None:
             want = names
-        if names != want:
-            extra, lost = sorted(set(names) - set(want)), sorted(set(want) - set(names))
+        extra, lost = sorted(set(names) - set(want)), sorted(set(want) - set(names))
+        if extra or (lost and classes is None):
             raise ConfigError(f"{root / domain}: its classes differ from the dataset's "
                               f"(missing {', '.join(lost) or 'none'}; unexpected "
                               f"{', '.join(extra) or 'none'})")
+        if lost:  # a registered set whose domain has no image of a class (TerraIncognita)
+            log.warning("%s has no image of %s; the labels follow the dataset's class list",
+                        root / domain, ", ".join(lost))
         listed: List[Tuple[str, int]] = []
         for label, cls in enumerate(want):
+            if cls in lost:
+                continue
             for dirpath, _, fnames in sorted(os.walk(root / domain / cls, followlinks=True)):
                 for fname in sorted(fnames):
                     if fname.lower().endswith(IMAGE_EXTENSIONS):

@@ -197,11 +197,17 @@ class DomainGeneralization(Task):
                 download_domain_set(str(ds.name), Path(self.cfg.paths.data_dir))
 
     def identity(self) -> Dict[str, Any]:
-        self.folder = scan_domains(self.root(), self.domains, missing=self._missing())
-        classes = int(self.cfg.dataset.num_classes)
-        if len(self.folder.classes) != classes:
+        classes = None
+        if not (self.cfg.dataset.get("generated") or self.cfg.dataset.get("root")):
+            from snc.data.dg_sources import DOMAIN_SETS
+
+            spec = DOMAIN_SETS.get(str(self.cfg.dataset.name))
+            classes = spec.classes if spec is not None else None
+        self.folder = scan_domains(self.root(), self.domains, classes, missing=self._missing())
+        count = int(self.cfg.dataset.num_classes)
+        if len(self.folder.classes) != count:
             raise ConfigError(f"{self.folder.root} has {len(self.folder.classes)} classes, "
-                              f"dataset.num_classes={classes}: set dataset.num_classes="
+                              f"dataset.num_classes={count}: set dataset.num_classes="
                               f"{len(self.folder.classes)} (or check the folder)")
         return {"dg_folder": self.folder.digest()}
 
