@@ -503,6 +503,73 @@ def compare_presets() -> Dict[str, str]:
     return files
 
 
+DG_DATASETS = {  # dataset -> (first test domain, title)
+    "pacs": ("art_painting", "PACS"), "office_home": ("Art", "OfficeHome"),
+    "vlcs": ("Caltech101", "VLCS"), "terra_incognita": ("location_100", "TerraIncognita"),
+    "domain_net": ("clipart", "DomainNet"),
+}
+DG_PROTOCOLS = {  # protocol -> (datasets, backbone text)
+    "dassl": (("pacs", "office_home"), "ImageNet ResNet-18"),
+    "domainbed": (tuple(DG_DATASETS), "ImageNet ResNet-50, BatchNorm frozen"),
+}
+# Where each method goes in a torchvision ResNet: SN/CN as the paper's ImageNet ResNet-50
+# (official imagenet run-cnsn.sh: SN at post_addition, CN on the input image, crop neither,
+# prob 0.5); MixStyle and EFDMix after layer1-3 (Dassl's ResNet; EFDM's scripts), DSU after
+# every stage (DSU's uresnet.py; its stem site is not offered), pAdaIN at CrossNorm's
+# post_addition of every block (its authors put it after every convolution).
+DG_METHODS = {
+    "erm": {},
+    "sn": {"sn": "on", "position": {"sn": "post_addition"}},
+    "cn": {"cn": "on", "crop": "neither", "position": {"cn": "image"}, "cn_values": {"prob": 0.5}},
+    "sncn": {"sn": "on", "cn": "on", "crop": "neither",
+             "position": {"sn": "post_addition", "cn": "image"}, "cn_values": {"prob": 0.5}},
+    "mixstyle": {"style": "mixstyle", "group": "stage_output", "position": {"blocks": [1, 2, 3]}},
+    "dsu": {"style": "dsu", "group": "stage_output", "position": {"blocks": "all"}},
+    "efdmix": {"style": "efdmix", "group": "stage_output", "position": {"blocks": [1, 2, 3]}},
+    "padain": {"style": "padain", "position": {"cn": "post_addition"}},
+}
+
+
+def dg_presets() -> Dict[str, str]:
+    """``dg_<protocol>_<dataset>_<method>``: domain generalization under the Dassl (ResNet-18;
+    PACS, OfficeHome) and DomainBed (ResNet-50; all five sets) protocols, one method each; a
+    protocol and dataset share one folder and W&B group (one report)."""
+    files = {}
+    for protocol, (datasets, backbone) in DG_PROTOCOLS.items():
+        for dataset in datasets:
+            first, title = DG_DATASETS[dataset]
+            group = f"dg_{protocol}_{dataset}"
+            for method, spec in DG_METHODS.items():
+                name = f"{group}_{method}"
+                defaults: List[Dict] = [{"override /protocol": protocol},
+                                        {"override /dataset": dataset}]
+                for key in ("sn", "cn", "crop", "style"):
+                    if key in spec:
+                        defaults.append({f"override /{key}": spec[key]})
+                if "group" in spec:
+                    defaults.append({"override /position": spec["group"]})
+                body: Dict = {"experiment_name": group, "dataset": {"test_domain": first}}
+                if "position" in spec:
+                    body["position"] = spec["position"]
+                if "cn_values" in spec:
+                    body["cn"] = spec["cn_values"]
+                sweep = "dg_hparams" if protocol == "domainbed" else "dg_domains"
+                header = [f"Domain generalization, {title}, {method}, {protocol} protocol "
+                          f"({backbone})",
+                          f"  python train.py experiment={name} dataset.test_domain={first}",
+                          f"  python train.py -m 'experiment=glob({group}_*)' sweep=dg_domains"
+                          "   (every method, test domain and seed)"]
+                if protocol == "domainbed":
+                    header.append(f"  python train.py -m experiment={name} sweep={sweep}"
+                                  "   (DomainBed's random search)")
+                header.append(f"  python scripts/report.py outputs/{group}")
+                files[name] = ("# @package _global_\n" + MARKER + "\n"
+                               + "".join(f"# {line}\n" for line in header)
+                               + to_yaml({"defaults": defaults}, flow_leaves=False) + "\n"
+                               + to_yaml(body, flow_leaves=True))
+    return files
+
+
 def is_generated(path: Path) -> bool:
     """Whether ``path`` was written by this script (it carries :data:`MARKER`)."""
     return MARKER in path.read_text()
@@ -513,7 +580,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT,
                         help=f"folder to write the presets to (default: {OUT})")
     out = parser.parse_args(argv).out
-    files = {**cifar_presets(), **imagenet_presets(), **compare_presets()}
+    files = {**cifar_presets(), **imagenet_presets(), **compare_presets(), **dg_presets()}
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.yaml"):  # stale generated presets; hand-written ones stay
         if is_generated(old):

@@ -100,6 +100,20 @@ def _positions_resolver(*, _root_: DictConfig) -> str:
         raise ConfigError(str(err)) from None
 
 
+def _domains_resolver(*, _root_: DictConfig) -> str:
+    """``${snc_domains:}`` -> ``"art_painting,cartoon,photo,sketch"`` for ``sweep=dg_domains``."""
+    domains = _root_.dataset.get("domains")
+    if not domains:
+        raise ConfigError(f"sweep=dg_* sweeps the domains of a multi-domain dataset, and "
+                          f"dataset={_root_.dataset.name} has none: name the dataset on the "
+                          "command line (with experiment=glob(dg_<protocol>_pacs_*) too: "
+                          "dataset=pacs)")
+    return ",".join(str(d) for d in domains)
+
+
+if not OmegaConf.has_resolver("snc_domains"):
+    OmegaConf.register_new_resolver("snc_domains", _domains_resolver)
+
 if not OmegaConf.has_resolver("snc_positions"):
     OmegaConf.register_new_resolver("snc_positions", _positions_resolver)
 

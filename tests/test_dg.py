@@ -461,3 +461,86 @@ def test_a_registered_set_in_its_layout_trains_and_a_missing_one_names_the_downl
     results = run(make_cfg(*base, "dataset.test_domain=sketch", "epochs=1", tiny=False))
     assert results["dg"]["source_domains"] == ["art_painting", "cartoon", "photo"]
     assert results["dg"]["history"][-1]["domains"]["sketch"]["n_in"] == 12  # 14 - int(14 * 0.2)
+
+
+# ----------------------------------------------------------------------------- presets, sweeps
+
+DG_PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs" /
+                                     "experiment").glob("dg_*.yaml"))
+
+
+def test_the_presets_cover_both_protocols_every_dataset_and_method():
+    methods = ("erm", "sn", "cn", "sncn", "mixstyle", "dsu", "efdmix", "padain")
+    want = {f"dg_dassl_{d}_{m}" for d in ("pacs", "office_home") for m in methods}
+    want |= {f"dg_domainbed_{d}_{m}" for d in ("pacs", "office_home", "vlcs",
+                                                "terra_incognita", "domain_net")
+             for m in methods}
+    assert set(DG_PRESETS) == want
+
+
+@pytest.mark.parametrize("name", [p for p in DG_PRESETS if "_pacs_" in p])
+def test_each_pacs_preset_builds_its_method_where_its_paper_puts_it(make_cfg, name):
+    from snc.tasks.dg import DomainGeneralization
+
+    cfg = make_cfg(f"experiment={name}", tiny=False)
+    # the weights are checked (and read) when the model is built: offline here
+    task = DomainGeneralization(make_cfg(f"experiment={name}", "backbone.weights=null",
+                                         tiny=False))
+    with torch.device("meta"):
+        model = task.build_model(pretrained=False)
+    sites = model.snc_attach.units
+    method = name.rsplit("_", 1)[1]
+    arch = "resnet18" if "_dassl_" in name else "resnet50"
+    assert cfg.backbone.arch == arch and cfg.backbone.weights == "IMAGENET1K_V1"
+    if method in ("mixstyle", "efdmix"):
+        assert sorted(sites) == [f"layer{k}.{1 if arch == 'resnet18' else n}.snc_stage_output"
+                                 for k, n in ((1, 2), (2, 3), (3, 5))]
+    elif method == "dsu":
+        assert len(sites) == 4 and all(s.endswith("snc_stage_output") for s in sites)
+    elif method in ("cn", "sncn"):
+        assert sites[""] == "image" and cfg.cn.prob == 0.5
+    elif method == "erm":
+        assert not sites
+    if method in ("sn", "sncn"):
+        assert sum(p == "post_addition" for p in sites.values()) == (8 if arch == "resnet18"
+                                                                     else 16)
+
+
+def test_the_sweeps_list_the_datasets_domains(make_cfg):
+    from omegaconf import open_dict
+
+    cfg = make_cfg("dataset=office_home", tiny=False)
+    with open_dict(cfg):
+        cfg.swept = "${snc_domains:}"
+    assert cfg.swept == "Art,Clipart,Product,Real World"
+    for name in ("dg_domains", "dg_hparams", "dg_lodo"):
+        text = (Path(__file__).resolve().parents[1] / "configs" / "sweep" /
+                f"{name}.yaml").read_text()
+        assert "dataset.test_domain: ${snc_domains:}" in text
+    plain = make_cfg(tiny=False)
+    with open_dict(plain):
+        plain.swept = "${snc_domains:}"
+    with pytest.raises(Exception, match="name the dataset on the command line"):
+        _ = plain.swept
+
+
+def test_a_validation_domain_is_held_out_too(make_cfg):
+    from snc.tasks.dg import domain_options
+
+    cfg = make_cfg(*DG, "dataset.val_domain=photo", tiny=False)
+    assert domain_options(cfg) == (("photo", "painting", "sketch", "noise"), "sketch",
+                                   ("painting", "noise"))
+    same = make_cfg(*DG, "dataset.val_domain=sketch", tiny=False)
+    assert domain_options(same)[2] == ("photo", "painting", "noise")
+    with pytest.raises(ConfigError, match="choose one of them"):
+        domain_options(make_cfg(*DG, "dataset.val_domain=moon", tiny=False))
+
+
+def test_missing_pretrained_weights_name_the_file_and_the_cache(make_cfg, tmp_path, monkeypatch):
+    from snc.engine.runner import validate
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: (_ for _ in ()).throw(
+        OSError("offline")))
+    with pytest.raises(ConfigError, match=r"resnet50-0676ba61.pth in .*torch/hub/checkpoints"):
+        validate(make_cfg("experiment=dg_domainbed_pacs_erm", tiny=False))

@@ -23,6 +23,7 @@ from snc.console import error_line
 _OVERRIDE = re.compile(r"Could not override '([^']+)'|Error merging override ([^=\s]+)=")
 _CONVERT = re.compile(r"Value '([^']*)' of type '\w+' could not be converted to (\w+)")
 _AMBIGUOUS = re.compile(r"Ambiguous value for argument '([^']+)'")
+_RESOLVER = re.compile(r"ConfigError raised while resolving interpolation: (.*)", re.S)
 _PARSE = re.compile(r"Error parsing override '([^']*)'")
 _MISSING_OPTION = re.compile(r"Could not find '([^']+)/([^'/]+)'")
 
@@ -92,6 +93,7 @@ def explain(err: BaseException, argv: Sequence[str], config_dir: Path,
     from omegaconf.errors import (
         ConfigAttributeError,
         ConfigKeyError,
+        InterpolationResolutionError,
         MissingMandatoryValue,
         ValidationError,
     )
@@ -134,6 +136,10 @@ def explain(err: BaseException, argv: Sequence[str], config_dir: Path,
     if isinstance(err, MissingMandatoryValue):
         key = getattr(err, "full_key", None) or "a key"
         return f"{key} has no value: set {key}=... on the command line"
+    if isinstance(err, InterpolationResolutionError):  # a sweep's resolver refused its input
+        match = _RESOLVER.search(text)
+        if match:
+            return match.group(1).strip().splitlines()[0]
     return None
 
 

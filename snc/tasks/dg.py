@@ -80,15 +80,27 @@ def domain_options(cfg: DictConfig) -> Tuple[Tuple[str, ...], str, Tuple[str, ..
         raise ConfigError(f"dataset.test_domain={test}: {ds.name} has the domains "
                           f"{', '.join(domains)}; choose one of them")
     test = str(test)
+    held = {test}
+    val = ds.get("val_domain")
+    if val is not None:
+        if str(val) not in domains:
+            raise ConfigError(f"dataset.val_domain={val}: {ds.name} has the domains "
+                              f"{', '.join(domains)}; choose one of them (or null)")
+        held.add(str(val))
     sources = ds.get("source_domains")
     if sources is None:
-        sources = tuple(d for d in domains if d != test)
+        sources = tuple(d for d in domains if d not in held)
+        if not sources:
+            raise ConfigError(f"dataset.val_domain={val} leaves no domain to train on")
     else:
         sources = (str(sources),) if isinstance(sources, str) else tuple(str(s) for s in sources)
         unknown = [s for s in sources if s not in domains]
         if unknown:
             raise ConfigError(f"dataset.source_domains has {', '.join(unknown)}, which "
                               f"{ds.name} does not have; its domains: {', '.join(domains)}")
+        if val is not None and str(val) != test:
+            raise ConfigError("dataset.val_domain holds a second domain out of the default "
+                              "sources; with dataset.source_domains given, drop val_domain")
         if test in sources:
             raise ConfigError(f"dataset.source_domains includes the test domain {test}: a "
                               "held-out domain cannot be trained on; drop it from "
@@ -216,7 +228,7 @@ class DomainGeneralization(Task):
         name = (f"{cfg.dataset.name}-{cfg.backbone.name}-{self.method()}-"
                 f"{cfg.position.name or 'default'}-test_{self.test_domain}")
         default = tuple(d for d in self.domains if d != self.test_domain)
-        if self.sources != default:
+        if self.sources != default:  # single-source, or a leave-one-domain-out run
             name += "-from_" + "+".join(self.sources)
         hp = int(cfg.task.get("hparams_seed", 0))
         return name + (f"-hp{hp}" if hp else "")
