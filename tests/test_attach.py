@@ -272,7 +272,7 @@ def test_sites_glob_puts_a_unit_after_any_module():
 
 
 def test_bad_input_fails_with_the_fix():
-    with pytest.raises(ValueError, match=r"valid positions: post_addition, image"):
+    with pytest.raises(ValueError, match=r"valid positions: post_addition, stage_output, image"):
         attach(torchvision.models.vit_b_16(), sn=True, position="pre_residual")
     with pytest.raises(ValueError, match=r"outside the model's stages: .* from 1 to 4 "
                                          r"\(1: layer1.0..layer1.1"):

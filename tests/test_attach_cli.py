@@ -47,7 +47,7 @@ def test_bad_input_fails_before_anything_is_written(make_cfg, tmp_path, monkeypa
 
     tv = ["backbone=torchvision", "backbone.arch=resnet18", "sn=on"]
     fails(*tv, "position=layer_input", match=r"valid positions: identity, pre_residual, "
-                                             r"post_residual, post_addition, image")
+                                             r"post_residual, post_addition, stage_output, image")
     fails(*tv, "position.blocks=[5]", match="outside the model's stages")
     fails(*tv, match=r"layer4.0.snc_post_addition sees a 1x1 map .*cifar_stem=true")
     fails("backbone=torchvision", "backbone.arch=resnet17", match="unknown torchvision")
@@ -92,11 +92,12 @@ def test_sweep_positions_lists_what_the_model_offers():
         return OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)["position"]
 
     assert positions("backbone=torchvision", "backbone.arch=resnet18") == \
-        "identity,pre_residual,post_residual,post_addition,image"
-    assert positions("backbone=torchvision", "backbone.arch=vit_b_16") == "post_addition,image"
+        "identity,pre_residual,post_residual,post_addition,stage_output,image"
+    assert positions("backbone=torchvision", "backbone.arch=vit_b_16") == \
+        "post_addition,stage_output,image"
     assert positions("backbone=torchvision", "backbone.arch=vgg11") == \
         "after_conv,after_act,image"  # no norm layers: no after_norm job
     # RegNet's builder does tensor math that the meta device cannot: built on the CPU instead
     assert positions("backbone=torchvision", "backbone.arch=regnet_y_400mf").endswith(
-        "post_addition,image")
+        "post_addition,stage_output,image")
     assert positions("backbone=densenet40_12") == "layer_input,new_features,image"

@@ -210,7 +210,9 @@ def supported_positions(model: nn.Module) -> Tuple[str, ...]:
     # a position no block of this model has (VGG without norms: after_norm) is not offered
     common = [p for p in common if any(b.adapter.channels(b.module, p) is not None
                                        for b in blocks)]
-    return tuple(common) + (STAGE_OUTPUT, IMAGE)
+    # after a stage's last block: its output channels are those of post_addition
+    stage = (STAGE_OUTPUT,) if "post_addition" in common else ()
+    return tuple(common) + stage + (IMAGE,)
 
 
 def _no_block_message(model: nn.Module) -> str:
