@@ -163,9 +163,9 @@ class Task:
                               "draws on the host: use compile=false with it")
         if getattr(style, "mix", "random") == "crossdomain" and not cfg.dataset.get("domains"):
             raise ConfigError(f"style.mix=crossdomain pairs the two domain halves of a batch, "
-                              f"but dataset={cfg.dataset.name} has no domain labels (no dataset "
-                              "of this version has: the domain-generalization sets will); use "
-                              "style.mix=random")
+                              f"but dataset={cfg.dataset.name} has no domain labels: use "
+                              "style.mix=random, or task=dg with a multi-domain dataset "
+                              "(dataset=pacs ... and two balanced source domains)")
         if isinstance(style, DSUOptions) and int(cfg.batch_size) < 2:
             raise ConfigError(f"batch_size={cfg.batch_size}: DSU estimates the variance of the "
                               "statistics over the batch; use batch_size >= 2")
