@@ -166,8 +166,8 @@ class DomainGeneralization(Task):
                                   "batch: use task.sampling=balanced with exactly two "
                                   "dataset.source_domains (or style.mix=random)")
         if cfg.get("compile", False):
-            raise ConfigError("task=dg compiles the forward only in a later version: use "
-                              "compile=false")
+            raise ConfigError("task=dg trains eagerly (its step is not captured as one graph "
+                              "yet): use compile=false")
         self.folder: Optional[DomainFolder] = None
         self.history: List[Dict[str, Any]] = []
         self.step = 0
