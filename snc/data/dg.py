@@ -42,6 +42,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from snc.data.loader import IndexStream
 from snc.errors import ConfigError
 
 log = logging.getLogger("snc")
@@ -371,40 +372,6 @@ def augment_batch(images: torch.Tensor, options: CropOptions, generator: torch.G
 
 # ----------------------------------------------------------------------------- batches
 
-class _Draws:
-    """Index batches of ``n`` items: seeded permutations back to back (``replace=False``) or
-    uniform draws with replacement (DomainBed's ``RandomSampler(replacement=True)``)."""
-
-    def __init__(self, n: int, seed: int, replace: bool) -> None:
-        self.n, self.replace = n, replace
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.order = torch.randperm(n, generator=self.generator)
-        self.pos = 0
-
-    def take(self, k: int) -> torch.Tensor:
-        if self.replace:
-            return torch.randint(0, self.n, (k,), generator=self.generator)
-        parts = []
-        while k > 0:
-            if self.pos == self.n:
-                self.order = torch.randperm(self.n, generator=self.generator)
-                self.pos = 0
-            step = min(k, self.n - self.pos)
-            parts.append(self.order[self.pos:self.pos + step])
-            self.pos += step
-            k -= step
-        return torch.cat(parts)
-
-    def state_dict(self) -> Dict[str, object]:
-        return {"generator": self.generator.get_state(), "order": self.order.clone(),
-                "pos": self.pos}
-
-    def load_state_dict(self, state: Dict[str, object]) -> None:
-        self.generator.set_state(state["generator"])
-        self.order = state["order"].clone()
-        self.pos = int(state["pos"])
-
-
 class DomainBatches:
     """The training stream of a DG run: ``(inputs, labels)`` batches (``len()``: one pass over
     the training images).
@@ -437,10 +404,11 @@ class DomainBatches:
         self.device, self.channels_last = torch.device(device), channels_last
         sizes = [len(x) for x in self.images]
         if sampling == "balanced":
-            self.draws = [_Draws(n, seed + 1009 * i, replace=True) for i, n in enumerate(sizes)]
+            self.draws = [IndexStream(n, seed + 1009 * i, replace=True)
+                          for i, n in enumerate(sizes)]
         else:
             self.offsets = np.cumsum([0] + sizes)
-            self.draws = [_Draws(sum(sizes), seed, replace=False)]
+            self.draws = [IndexStream(sum(sizes), seed)]
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed) + 7919)
         self._mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)

@@ -30,6 +30,7 @@ import torch
 from snc.atomic import atomic_open
 from snc.augment.augmix import normalize
 from snc.augment.randaugment import RandAugmentMC, weak_augment
+from snc.data.loader import IndexStream
 from snc.errors import ConfigError
 
 STRONG = ("randaugment", "weak")
@@ -105,40 +106,6 @@ class FixMatchBatch(NamedTuple):
     unlabeled_targets: torch.Tensor
 
 
-class _Stream:
-    """Index batches from back-to-back seeded permutations of ``n`` items."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n = n
-        self.generator = torch.Generator()
-        self.generator.manual_seed(seed)
-        self.order = torch.randperm(n, generator=self.generator)
-        self.pos = 0
-
-    def take(self, k: int) -> torch.Tensor:
-        parts = []
-        while k > 0:
-            if self.pos == self.n:
-                self.order = torch.randperm(self.n, generator=self.generator)
-                self.pos = 0
-            step = min(k, self.n - self.pos)
-            parts.append(self.order[self.pos:self.pos + step])
-            self.pos += step
-            k -= step
-        return torch.cat(parts)
-
-    def state_dict(self) -> Dict[str, object]:
-        return {"generator": self.generator.get_state(), "order": self.order.clone(),
-                "pos": self.pos}
-
-    def load_state_dict(self, state: Dict[str, object]) -> None:
-        if len(state["order"]) != self.n:
-            raise ValueError(f"stream state is for {len(state['order'])} items, not {self.n}")
-        self.generator.set_state(state["generator"])
-        self.order = state["order"].clone()
-        self.pos = int(state["pos"])
-
-
 class FixMatchStream:
     """The infinite stream of :class:`FixMatchBatch` (``iter(stream)`` is the stream itself).
 
@@ -187,8 +154,8 @@ class FixMatchStream:
         n = len(self.images)
         self.steps_per_epoch = steps_per_epoch or max(1, n // (mu * batch_size))
         # order streams are identical on every rank; augmentation draws differ per rank
-        self.labeled_stream = _Stream(len(self.labeled_indices), seed)
-        self.unlabeled_stream = _Stream(n, seed + 1)
+        self.labeled_stream = IndexStream(len(self.labeled_indices), seed)
+        self.unlabeled_stream = IndexStream(n, seed + 1)
         self.generator = torch.Generator()
         self.generator.manual_seed(seed + 2 + 7919 * rank)
 

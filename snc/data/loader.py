@@ -59,6 +59,44 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch
     return x
 
 
+class IndexStream:
+    """Index batches of ``n`` items: seeded permutations back to back, or (``replace=True``)
+    uniform draws with replacement (``RandomSampler(replacement=True)``). Its state resumes a
+    stream mid-permutation."""
+
+    def __init__(self, n: int, seed: int, replace: bool = False) -> None:
+        self.n, self.replace = n, replace
+        self.generator = torch.Generator()
+        self.generator.manual_seed(int(seed))
+        self.order = torch.randperm(n, generator=self.generator)
+        self.pos = 0
+
+    def take(self, k: int) -> torch.Tensor:
+        if self.replace:
+            return torch.randint(0, self.n, (k,), generator=self.generator)
+        parts = []
+        while k > 0:
+            if self.pos == self.n:
+                self.order = torch.randperm(self.n, generator=self.generator)
+                self.pos = 0
+            step = min(k, self.n - self.pos)
+            parts.append(self.order[self.pos:self.pos + step])
+            self.pos += step
+            k -= step
+        return torch.cat(parts)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order.clone(),
+                "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["order"]) != self.n:
+            raise ValueError(f"stream state is for {len(state['order'])} items, not {self.n}")
+        self.generator.set_state(state["generator"])
+        self.order = state["order"].clone()
+        self.pos = int(state["pos"])
+
+
 @dataclass
 class ArrayLoader:
     """Iterates ``(inputs, labels)`` batches over uint8 ``(N, H, W, 3)`` images.
