@@ -178,10 +178,10 @@ def domain_table(runs: Sequence[Mapping[str, Any]], rule: str
     by_method: Dict[Tuple, List] = defaultdict(list)
     for r in dg_runs:
         by_method[method_key(r)].append(r)
-    domains: List[str] = []
+    domains: List[str] = []  # every domain of the dataset: the average needs them all
     for r in dg_runs:
         for d in r["dg"]["domains"]:
-            if d not in domains and any(list(x["dg"]["held_out"]) == [d] for x in dg_runs):
+            if d not in domains:
                 domains.append(d)
     rows: Dict[Tuple, Dict[str, Cell]] = {}
     for key, group in sorted(by_method.items()):
@@ -226,12 +226,15 @@ def markdown(runs: Sequence[Mapping[str, Any]]) -> str:
         subset = [r for r in dg_runs
                   if method_key(r)[0] == dataset and method_key(r)[3] == protocol]
         name = PROTOCOLS.get(protocol, protocol)
+        sampling, split = protocol.split("/")
         for rule in RULES:
             domains, rows = domain_table(subset, rule)
             if not any(c.values for cells in rows.values() for c in cells.values()):
                 continue
-            lines += [f"**{dataset}, {name} protocol ({protocol}); selection: "
-                      f"{RULE_CAPTIONS[rule]}.** Mean ± std over trial seeds [95 % t interval].",
+            lines += [f"**{dataset}: {sampling} batches, test split `{split}` (as the {name} "
+                      f"protocol); selection: {RULE_CAPTIONS[rule]}.** Mean ± std over trial "
+                      "seeds [95 % t interval] (n = seeds); the average needs every domain of "
+                      "a seed.",
                       "", "| method | backbone | " + " | ".join(domains) + " | average |",
                       "|---|---|" + "---|" * (len(domains) + 1)]
             for (_ds, backbone, method, _), cells in rows.items():
