@@ -358,3 +358,114 @@ def test_cuda_deterministic_match_the_cpu_generator(name):
 def test_cuda_random_match_the_recorded_statistics(name):
     _check_recorded_statistics(name, "cifar", 3, "cuda")
     _check_recorded_statistics(name, "imagenet", 1, "cuda")
+
+
+# ----------------------------------------------------------- independence of the batch size
+
+BLOCK_CASES = [("gaussian_noise", "cifar"), ("shot_noise", "cifar"), ("glass_blur", "cifar"),
+               ("ripple", "cifar"), ("brownish_noise", "cifar"), ("spatter", "cifar")]
+
+
+def _seventy() -> np.ndarray:
+    return np.concatenate([_real64(), VECTORS["inputs"][:6]])  # 70 images: 2 blocks and a part
+
+
+@pytest.mark.parametrize("name, preset", BLOCK_CASES)
+def test_random_sets_do_not_depend_on_the_batch_size(name, preset):
+    from snc.corruptions.batched import corrupt_in_batches
+
+    x = _seventy()
+    whole = corrupt_in_batches(x, name, 3, seed=5, device="cpu", preset=preset, batch_size=500)
+    assert (whole != x).mean() > 0.01  # the corruption did something
+    for batch_size in (1, 7, 33, 64):
+        out = corrupt_in_batches(x, name, 3, seed=5, device="cpu", preset=preset,
+                                 batch_size=batch_size)
+        np.testing.assert_array_equal(out, whole, err_msg=f"{name} batch_size={batch_size}")
+    # a part of the set corrupted alone, given its place in the set, is that part of the set
+    part = corrupt_in_batches(x[20:50], name, 3, seed=5, device="cpu", preset=preset,
+                              batch_size=9, first=20)
+    np.testing.assert_array_equal(part, whole[20:50])
+    other = corrupt_in_batches(x, name, 3, seed=6, device="cpu", preset=preset, batch_size=500)
+    assert not np.array_equal(other, whole)
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "glass_blur", "ripple"])
+def test_out_of_memory_halving_keeps_the_result(monkeypatch, caplog, name):
+    from snc.corruptions import batched
+
+    x = _seventy()
+    expected = batched.corrupt_in_batches(x, name, 2, seed=1, device="cpu", batch_size=500)
+    calls = []
+    real = batched.corrupt_batch
+
+    def small_memory(images, *args, **kwargs):
+        calls.append(len(images))
+        if len(images) > 20:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(images, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "corrupt_batch", small_memory)
+    with caplog.at_level(logging.WARNING, logger="snc"):
+        out = batched.corrupt_in_batches(x, name, 2, seed=1, device="cpu", batch_size=64)
+    np.testing.assert_array_equal(out, expected)
+    assert calls[:3] == [64, 32, 16] and max(calls[3:]) <= 16  # halved down to 16, kept
+    assert any("batches of 16" in r.getMessage() for r in caplog.records)
+
+
+def test_random_blocks_cover_the_batch_and_check_their_input():
+    from snc.corruptions.batched import BLOCK, RandomBlocks, corrupt_in_batches
+
+    stream = RandomBlocks(0, first=BLOCK - 3, n=BLOCK + 5, device="cpu")
+    assert [(rows, lo, hi) for _, rows, lo, hi in stream.parts] == [
+        (BLOCK, BLOCK - 3, BLOCK), (BLOCK, 0, BLOCK), (BLOCK, 0, 2)]
+    x = torch.from_numpy(VECTORS["inputs"][:4])
+    with pytest.raises(ValueError, match="covers 5 images.*n=len"):
+        corrupt_batch(x, "gaussian_noise", 1, RandomBlocks(0, 0, 5, "cpu"))
+    with pytest.raises(ValueError, match="first >= 0"):
+        RandomBlocks(0, -1, 5, "cpu")
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        corrupt_in_batches(VECTORS["inputs"][:4], "gaussian_noise", 1, seed=0, device="cpu",
+                           batch_size=0)
+
+
+def test_batched_sets_resume_with_another_batch_size(tmp_path):
+    from snc.corruptions.sets import MANIFEST, generate_cifar_style, load_cifar_c
+
+    x, labels = _seventy(), np.arange(70)
+    a = generate_cifar_style(x, labels, tmp_path / "a", corruptions=["snow", "glass_blur"],
+                             progress=False, batched=True, batch_size=500)
+    assert a["random_blocks"] == 32
+    # half made with batches of 7, finished with batches of 64: the same files
+    generate_cifar_style(x, labels, tmp_path / "b", corruptions=["snow"], progress=False,
+                         batched=True, batch_size=7)
+    b = generate_cifar_style(x, labels, tmp_path / "b", corruptions=["snow", "glass_blur"],
+                             progress=False, batched=True, batch_size=64)
+    assert a["files"] == b["files"] and b["batch_size"] == 64
+    np.testing.assert_array_equal(load_cifar_c(tmp_path / "b", "snow", verify=True)[0],
+                                  load_cifar_c(tmp_path / "a", "snow")[0])
+    # a set made before the per-block draws (no "random_blocks") is not completed
+    old = json.loads((tmp_path / "a" / MANIFEST).read_text())
+    del old["random_blocks"]
+    (tmp_path / "a" / MANIFEST).write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="other settings"):
+        generate_cifar_style(x, labels, tmp_path / "a", corruptions=["snow"], progress=False,
+                             batched=True)
+
+
+def test_batched_folder_sets_do_not_depend_on_the_chunk(tmp_path):
+    from PIL import Image
+
+    from snc.corruptions.sets import generate_imagenet_style
+
+    src = tmp_path / "val" / "n01440764"
+    src.mkdir(parents=True)
+    for i, img in enumerate(VECTORS["inputs"][:5]):
+        Image.fromarray(img).save(src / f"{i}.png")
+    for chunk in (2, 5):
+        generate_imagenet_style(tmp_path / "val", tmp_path / f"c{chunk}", corruptions=[
+            "gaussian_noise"], preset="cifar", progress=False, batched=True,
+            resize_crop=False, chunk=chunk)
+    for s in range(1, 6):
+        for i in range(5):
+            rel = Path("gaussian_noise") / str(s) / "n01440764" / f"{i}.JPEG"
+            assert (tmp_path / "c2" / rel).read_bytes() == (tmp_path / "c5" / rel).read_bytes()

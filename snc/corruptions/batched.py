@@ -23,9 +23,14 @@ batch at a time: the same libjpeg as Pillow's, so the values are Pillow's. nvJPE
 path) is not used: on an H200 it differed from Pillow by 4.7 grey levels on average (86 at most,
 on 86 % of the values) at 32 px, and a JPEG round trip is not what limits the generation time.
 
-Random corruptions draw from one ``torch.Generator`` on the images' device, so their draws are
+Random corruptions draw from a ``torch.Generator`` on the images' device, so their draws are
 not those of the NumPy path (which are not those of the original either); their distributions
-are the same. Substitutions where no exact tensor counterpart exists: ImageMagick's motion blur
+are the same. :func:`corrupt_in_batches` (set generation) draws per block of :data:`BLOCK`
+images of the set, from one generator per block seeded from (seed, block index)
+(:class:`RandomBlocks`): every draw is made for a whole block and a batch keeps its images'
+rows, Poisson counts (shot_noise) and the per-image CPU fallback take one seed per image drawn
+the same way, so an image's output does not depend on the batch that holds it, on the batch
+size or on the out-of-memory halving. Substitutions where no exact tensor counterpart exists: ImageMagick's motion blur
 (motion_blur, snow) is the kernel model of :mod:`snc.corruptions.motion` with a per-image angle;
 OpenCV's ``warpAffine`` (elastic_transform) is bilinear sampling with reflect-101 borders and
 1/32-pixel weights; SciPy's ``map_coordinates``/``zoom``/``gaussian_filter`` are re-implemented
@@ -48,7 +53,7 @@ from __future__ import annotations
 import logging
 import math
 from functools import lru_cache
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Sequence, Union
 
 import numpy as np
 import torch
@@ -224,12 +229,99 @@ def motion_blur_apply(x: torch.Tensor, radius: int, sigma: float,
     return torch.floor(out + 1e-9)
 
 
-def _uniform(gen, shape, low, high, device, dtype=torch.float64) -> torch.Tensor:
-    return torch.rand(shape, generator=gen, device=device, dtype=dtype) * (high - low) + low
+# ----------------------------------------------------------------------------- random streams
+
+BLOCK = 32  # images per random block (see RandomBlocks)
 
 
-def _normal(gen, shape, loc, scale, device, dtype=torch.float64) -> torch.Tensor:
-    return torch.randn(shape, generator=gen, device=device, dtype=dtype) * scale + loc
+def block_seed(seed: int, block: int) -> int:
+    """The seed of block ``block`` of a set generated with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(block)]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
+
+
+class RandomBlocks:
+    """The random stream of images ``first .. first + n - 1`` of a set whose draws are made per
+    block of :data:`BLOCK` images: block ``k`` (images ``k * BLOCK .. (k + 1) * BLOCK - 1``)
+    draws from its own generator seeded with :func:`block_seed` ``(seed, k)``, every draw for a
+    whole block (``BLOCK`` images, the set's last block too), and a batch keeps the rows of its
+    images. So every image gets the same draws whatever batch holds it: the result does not
+    depend on the batch size, nor on the size of the set.
+
+    A plain ``torch.Generator`` passed to :func:`corrupt_batch` is the stream of one block
+    holding exactly the batch.
+    """
+
+    def __init__(self, seed: int, first: int, n: int, device, block: int = BLOCK):
+        if block < 1 or first < 0 or n < 1:
+            raise ValueError(f"RandomBlocks needs block >= 1, first >= 0 and n >= 1, got "
+                             f"block={block}, first={first}, n={n}")
+        self.device = torch.device(device)
+        self.n = int(n)
+        self.single = False
+        self.parts = []  # (generator, rows drawn, first row kept, end of the rows kept)
+        i, end = int(first), int(first) + int(n)
+        while i < end:
+            k = i // block
+            lo, hi = i - k * block, min(block, end - k * block)
+            gen = torch.Generator(device=self.device).manual_seed(block_seed(seed, k))
+            self.parts.append((gen, block, lo, hi))
+            i = k * block + hi
+
+    @classmethod
+    def of_generator(cls, gen: torch.Generator, n: int) -> "RandomBlocks":
+        stream = cls.__new__(cls)
+        stream.device, stream.n, stream.single = torch.device(gen.device), int(n), True
+        stream.parts = [(gen, int(n), 0, int(n))]
+        return stream
+
+    def draw(self, fn: Callable, shape: Sequence[int], dim: int = 0) -> torch.Tensor:
+        """``fn(shape, generator)`` per block, the image axis ``dim`` of ``shape`` (which must
+        be the batch's image count) sized to the block, and the batch's rows kept."""
+        shape = list(shape)
+        if shape[dim] != self.n:
+            raise ValueError(f"a draw of shape {tuple(shape)} has {shape[dim]} images on axis "
+                             f"{dim}, the batch {self.n}")
+        outs = []
+        for gen, rows, lo, hi in self.parts:
+            shape[dim] = rows
+            out = fn(tuple(shape), gen)
+            outs.append(out if (lo, hi) == (0, rows) else out.narrow(dim, lo, hi - lo))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim)
+
+    def image_seeds(self) -> list:
+        """One 62-bit seed per image of the batch (for draws whose count depends on the
+        image's values, such as Poisson sampling, and for the per-image CPU fallback)."""
+        seeds = self.draw(lambda shape, gen: torch.randint(
+            0, 2 ** 62, shape, generator=gen, device=self.device), (self.n,))
+        return [int(s) for s in seeds.tolist()]
+
+
+def _stream(gen, n: int) -> RandomBlocks:
+    return gen if isinstance(gen, RandomBlocks) else RandomBlocks.of_generator(gen, n)
+
+
+def _rand(gen, shape, dim=0, dtype=torch.float64) -> torch.Tensor:
+    s = _stream(gen, shape[dim])
+    return s.draw(lambda sh, g: torch.rand(sh, generator=g, device=s.device, dtype=dtype),
+                  shape, dim)
+
+
+def _uniform(gen, shape, low, high, dim=0, dtype=torch.float64) -> torch.Tensor:
+    return _rand(gen, shape, dim, dtype) * (high - low) + low
+
+
+def _normal(gen, shape, loc, scale, dim=0, dtype=torch.float64) -> torch.Tensor:
+    s = _stream(gen, shape[dim])
+    z = s.draw(lambda sh, g: torch.randn(sh, generator=g, device=s.device, dtype=dtype),
+               shape, dim)
+    return z * scale + loc
+
+
+def _randint(gen, low, high, shape, dim=0) -> torch.Tensor:
+    s = _stream(gen, shape[dim])
+    return s.draw(lambda sh, g: torch.randint(low, high, sh, generator=g, device=s.device),
+                  shape, dim)
 
 
 # ----------------------------------------------------------------------------- noise
@@ -237,18 +329,25 @@ def _normal(gen, shape, loc, scale, device, dtype=torch.float64) -> torch.Tensor
 
 def gaussian_noise(x, sigma, gen):
     x = _unit(x, torch.float32)
-    return (x + _normal(gen, x.shape, 0.0, sigma, x.device, x.dtype)).clamp(0, 1) * 255
+    return (x + _normal(gen, x.shape, 0.0, sigma, dtype=x.dtype)).clamp(0, 1) * 255
 
 
 def shot_noise(x, c, gen):
     x = _unit(x, torch.float32)
-    return (torch.poisson(x * c, generator=gen) / c).clamp(0, 1) * 255
+    stream = _stream(gen, len(x))
+    if stream.single:
+        noisy = torch.poisson(x * c, generator=stream.parts[0][0])
+    else:  # the count of draws depends on the values: one generator per image
+        noisy = torch.stack([
+            torch.poisson(img * c, generator=torch.Generator(device=x.device).manual_seed(sd))
+            for img, sd in zip(x, stream.image_seeds(), strict=True)])
+    return (noisy / c).clamp(0, 1) * 255
 
 
 def impulse_noise(x, amount, gen):
     x = _unit(x, torch.float32)
-    flipped = torch.rand(x.shape, generator=gen, device=x.device) < amount
-    salted = torch.rand(x.shape, generator=gen, device=x.device) < 0.5
+    flipped = _rand(gen, x.shape, dtype=torch.float32) < amount
+    salted = _rand(gen, x.shape, dtype=torch.float32) < 0.5
     x = torch.where(flipped & salted, torch.ones_like(x), x)
     x = torch.where(flipped & ~salted, torch.zeros_like(x), x)
     return x.clamp(0, 1) * 255
@@ -256,7 +355,7 @@ def impulse_noise(x, amount, gen):
 
 def speckle_noise(x, sigma, gen):
     x = _unit(x, torch.float32)
-    noise = _normal(gen, x.shape, 0.0, sigma, x.device, x.dtype)
+    noise = _normal(gen, x.shape, 0.0, sigma, dtype=x.dtype)
     return (x + x * noise).clamp(0, 1) * 255
 
 
@@ -324,14 +423,14 @@ def glass_blur(x, params, gen):
     for _ in range(iterations):
         for hh in range(h - delta, delta, -1):
             # per visited pixel and image two integers (dx, dy) in [-delta, delta - 1]
-            d = torch.randint(-delta, delta, (m, n, 2), generator=gen, device=x.device)
+            d = _randint(gen, -delta, delta, (m, n, 2), dim=1)
             glass_shuffle_row(x, hh, delta, d)
     return gaussian_filter(_unit(x), sigma).clamp(0, 1) * 255
 
 
 def motion_blur(x, params, gen):
     radius, sigma = params
-    angles = _uniform(gen, (x.shape[0],), -45, 45, x.device)
+    angles = _uniform(gen, (x.shape[0],), -45, 45)
     return motion_blur_apply(x, radius, sigma, angles).clamp(0, 255)
 
 
@@ -351,11 +450,11 @@ def snow(x, params, gen):
     mean, std, zoom, threshold, blur_radius, blur_sigma, blend = params
     x = _unit(x, torch.float32)
     n, h, w = x.shape[:3]
-    layer = _normal(gen, (n, h, w), mean, std, x.device)
+    layer = _normal(gen, (n, h, w), mean, std)
     layer = clipped_zoom(layer, zoom)
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
     grey8 = torch.floor(layer.clamp(0, 1) * 255)
-    angles = _uniform(gen, (n,), -135, -45, x.device)
+    angles = _uniform(gen, (n,), -135, -45)
     blurred = motion_blur_apply(grey8, blur_radius, blur_sigma, angles)
     layer = _unit(blurred.clamp(0, 255).floor()).to(torch.float32).unsqueeze(-1)
     grey = (0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]).unsqueeze(-1)
@@ -385,8 +484,8 @@ def frost(x, params, gen, scale: float):
         raise ValueError(
             f"{h}x{w} images are larger than the frost textures at this preset's scale; "
             "use a preset made for this size")
-    idx = torch.randint(0, len(sizes), (n,), generator=gen, device=x.device)
-    u = torch.rand((n, 2), generator=gen, device=x.device, dtype=torch.float64)
+    idx = _randint(gen, 0, len(sizes), (n,))
+    u = _rand(gen, (n, 2))
     top = torch.floor(u[:, 0] * (sizes[idx, 0] - h)).long()
     left = torch.floor(u[:, 1] * (sizes[idx, 1] - w)).long()
     r = top.view(n, 1, 1) + torch.arange(h, device=x.device).view(1, h, 1)
@@ -402,7 +501,7 @@ def plasma_fractal(gen, n: int, mapsize: int, wibbledecay: float, device) -> tor
     wibble = 100.0
 
     def wibbledmean(array):
-        return array / 4 + wibble * _uniform(gen, array.shape, -wibble, wibble, device)
+        return array / 4 + wibble * _uniform(gen, array.shape, -wibble, wibble)
 
     while stepsize >= 2:
         half = stepsize // 2
@@ -507,7 +606,7 @@ def elastic_transform(x, params, gen):
     pts1 = np.float32([center + square, [center[0] + square, center[1] - square],
                        center - square])
     src = torch.as_tensor(pts1, dtype=torch.float64, device=dev).expand(n, 3, 2)
-    jitter = _uniform(gen, (n, 3, 2), -affine, affine, dev).to(torch.float32).to(torch.float64)
+    jitter = _uniform(gen, (n, 3, 2), -affine, affine).to(torch.float32).to(torch.float64)
     m = _affine_from_points(src, src + jitter)          # maps (x, y) of the source to the output
     full = torch.cat([m, torch.tensor([0.0, 0.0, 1.0], dtype=m.dtype, device=dev)
                       .expand(n, 1, 3)], 1)
@@ -517,7 +616,7 @@ def elastic_transform(x, params, gen):
     sx = inv[:, 0, 0, None, None] * gx + inv[:, 0, 1, None, None] * gy + inv[:, 0, 2, None, None]
     sy = inv[:, 1, 0, None, None] * gx + inv[:, 1, 1, None, None] * gy + inv[:, 1, 2, None, None]
     img = _bilinear(x, sy, sx, _fold_reflect101, quantize=True)
-    noise = _uniform(gen, (2, n, h, w), -1, 1, dev)
+    noise = _uniform(gen, (2, n, h, w), -1, 1, dim=1)
     fields = gaussian_filter(noise, sigma, dims=(2, 3), mode="reflect", truncate=3) * alpha
     dx, dy = fields.to(torch.float32).to(torch.float64)
     yy = _reflect_coord(gy + dy, h)
@@ -600,18 +699,18 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 255).to(torch.uint8)
 
 
-def _spectral_fields(gen, amplitude: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` fields as :func:`snc.corruptions.cbar._spectral_field`: phases of the left
+def _spectral_fields(gen, amplitude: torch.Tensor, n: int, count: int = 1) -> torch.Tensor:
+    """``(n, count)`` fields as :func:`snc.corruptions.cbar._spectral_field`: phases of the left
     half of the spectrum uniform, the right half the left one turned by 180 degrees; real part
     of the inverse DFT, unit population std."""
     size = amplitude.shape[0]
     half = size // 2
-    left = _uniform(gen, (count, size, half), 0, 2 * math.pi, amplitude.device)
+    left = _uniform(gen, (n, count, size, half), 0, 2 * math.pi).flatten(0, 1)
     phase = torch.cat([left, torch.flip(left, (1, 2))], 2)
-    spectrum = torch.polar(amplitude.expand(count, size, size), phase)
+    spectrum = torch.polar(amplitude.expand(n * count, size, size), phase)
     spectrum = torch.roll(spectrum, (half, half), (1, 2))
     field = torch.fft.ifft2(spectrum).real
-    return field / field.std((1, 2), correction=0, keepdim=True)
+    return (field / field.std((1, 2), correction=0, keepdim=True)).view(n, count, size, size)
 
 
 def _centre_distance(size: int, device) -> torch.Tensor:
@@ -623,7 +722,7 @@ def blue_noise_sample(x, s, gen):
     from snc.corruptions.cbar import level
 
     n, size = x.shape[:2]
-    field = _spectral_fields(gen, _centre_distance(size, x.device), n)
+    field = _spectral_fields(gen, _centre_distance(size, x.device), n)[:, 0]
     return torch.where((field <= level(s, 3.0) - 2.5).unsqueeze(-1), torch.zeros_like(x), x)
 
 
@@ -632,7 +731,7 @@ def brownish_noise(x, s, gen):
 
     n, size = x.shape[:2]
     amplitude = 1 / (1 + _centre_distance(size, x.device) ** 2)
-    noise = _spectral_fields(gen, amplitude, 3 * n).view(n, 3, size, size).permute(0, 2, 3, 1)
+    noise = _spectral_fields(gen, amplitude, n, 3).permute(0, 2, 3, 1)
     return _to_uint8(x.to(torch.float64) + level(s, 64) * noise)
 
 
@@ -641,11 +740,11 @@ def single_frequency_greyscale(x, s, gen):
 
     n, size = x.shape[:2]
     dev = x.device
-    m = _uniform(gen, (n,), -math.pi, math.pi, dev)
-    f2 = (torch.rand(n, generator=gen, device=dev, dtype=torch.float64) * 2 - 1) * m.abs()
-    swap = torch.rand(n, generator=gen, device=dev) < 0.5
+    m = _uniform(gen, (n,), -math.pi, math.pi)
+    f2 = (_rand(gen, (n,)) * 2 - 1) * m.abs()
+    swap = _rand(gen, (n,), dtype=torch.float32) < 0.5
     fx, fy = torch.where(swap, f2, m), torch.where(swap, m, f2)
-    phase = _uniform(gen, (n,), 0, 2 * math.pi, dev)
+    phase = _uniform(gen, (n,), 0, 2 * math.pi)
     r, c = _grid(size, dev)
     wave = torch.sin(c * fx.view(n, 1, 1) + r * fy.view(n, 1, 1) + phase.view(n, 1, 1))
     return _to_uint8(x.to(torch.float64) + level(s, 196) * wave.unsqueeze(-1))
@@ -656,10 +755,10 @@ def cocentric_sine_waves(x, s, gen):
 
     n, size = x.shape[:2]
     dev = x.device
-    x0, y0 = _uniform(gen, (2, n, 1, 1), 0, size, dev)
-    freq = _uniform(gen, (n, 1, 1), 0, 10, dev)
-    amplitude = _uniform(gen, (n, 1, 1), 0, size / 10, dev)
-    width = _uniform(gen, (n, 1, 1), 0, size / 10, dev)
+    x0, y0 = _uniform(gen, (2, n, 1, 1), 0, size, dim=1)
+    freq = _uniform(gen, (n, 1, 1), 0, 10)
+    amplitude = _uniform(gen, (n, 1, 1), 0, size / 10)
+    width = _uniform(gen, (n, 1, 1), 0, size / 10)
     r, c = _grid(size, dev)
     dx, dy = c - x0, r - y0
     psi = freq * torch.atan2(dx, dy)
@@ -695,8 +794,8 @@ def ripple(x, s, gen):
     n, size = x.shape[:2]
     dev = x.device
     a = level(s, 0.025) * size
-    lr, lc = _uniform(gen, (2, n, 1, 1), 0.1, 0.3, dev) * size
-    pr, pc = _uniform(gen, (2, n, 1, 1), 0, 2 * math.pi, dev)
+    lr, lc = _uniform(gen, (2, n, 1, 1), 0.1, 0.3, dim=1) * size
+    pr, pc = _uniform(gen, (2, n, 1, 1), 0, 2 * math.pi, dim=1)
     r, c = _grid(size, dev)
     y = r + a * torch.sin(2 * math.pi * r / lr + pr)
     xx = c + a * torch.sin(2 * math.pi * c / lc + pc)
@@ -708,10 +807,10 @@ def plasma_noise(x, s, gen):
 
     n, size = x.shape[:2]
     dev = x.device
-    tau = _uniform(gen, (n, 1, 1), 0, 6 * math.pi, dev)
-    iterations = torch.randint(4, 7, (n, 1, 1), generator=gen, device=dev)
-    sharp = _uniform(gen, (n, 1, 1), 0.5, 1.0, dev)
-    scale = _uniform(gen, (n, 1, 1), 0.075, 0.2, dev) * size
+    tau = _uniform(gen, (n, 1, 1), 0, 6 * math.pi)
+    iterations = _randint(gen, 4, 7, (n, 1, 1))
+    sharp = _uniform(gen, (n, 1, 1), 0.5, 1.0)
+    scale = _uniform(gen, (n, 1, 1), 0.075, 0.2) * size
     r, c = _grid(size, dev)
     px, py = c / scale, r / scale
     k0, k1, k2 = 1.0, 1.0, torch.ones_like(sharp)  # k[3] stays 0: it starts at 0, multiplied
@@ -773,14 +872,20 @@ def _stack(images: Images) -> torch.Tensor:
     return torch.stack(images)
 
 
-def _cpu_fallback(x: torch.Tensor, name: str, severity: int, gen: torch.Generator,
-                  preset: str) -> torch.Tensor:
+def _cpu_fallback(x: torch.Tensor, name: str, severity: int, gen, preset: str) -> torch.Tensor:
     from snc.corruptions import corrupt
 
     log.warning("corrupt_batch: %s has no batched implementation; corrupting %d images one by "
                 "one with the CPU generator", name, len(x))
-    seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen, device=gen.device).item())
-    out = corrupt(x.cpu().numpy(), name, severity, preset=preset, seed=seed)
+    stream = _stream(gen, len(x))
+    images = x.cpu().numpy()
+    if stream.single:  # one seed for the batch
+        seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=stream.parts[0][0],
+                                 device=stream.device).item())
+        out = corrupt(images, name, severity, preset=preset, seed=seed)
+    else:  # one seed per image, so that no image's draws depend on the batch
+        out = np.stack([corrupt(img[None], name, severity, preset=preset, seed=sd)[0]
+                        for img, sd in zip(images, stream.image_seeds(), strict=True)])
     return torch.from_numpy(out).to(x.device)
 
 
@@ -788,7 +893,7 @@ def corrupt_batch(
     images: Images,
     name: str,
     severity: int,
-    generator: Optional[torch.Generator] = None,
+    generator: Union[torch.Generator, RandomBlocks, None] = None,
     *,
     preset: str = "cifar",
 ) -> torch.Tensor:
@@ -799,7 +904,10 @@ def corrupt_batch(
             one size), on any device.
         name: a -C corruption name (:data:`snc.corruptions.ALL_CORRUPTIONS`) or a -C-bar name.
         severity: 1 to 5.
-        generator: the random stream, on the images' device (default: seeded with 0).
+        generator: the random stream, on the images' device (default: seeded with 0): a
+            ``torch.Generator`` (the whole batch draws from it, so the draws depend on the
+            batch), or a :class:`RandomBlocks` (per-block streams: each image's draws are the
+            same in any batch; what :func:`corrupt_in_batches` uses).
         preset: the parameter table (``cifar``, ``tinyimagenet``, ``imagenet``), as
             :func:`snc.corruptions.corrupt`.
 
@@ -825,6 +933,9 @@ def corrupt_batch(
     if torch.device(generator.device).type != x.device.type:
         raise ValueError(f"the generator is on {generator.device}, the images on {x.device}; "
                          "create it with torch.Generator(device=images.device)")
+    if isinstance(generator, RandomBlocks) and generator.n != len(x):
+        raise ValueError(f"the RandomBlocks stream covers {generator.n} images, the batch has "
+                         f"{len(x)}; create it with n=len(images)")
     if len(x) == 0:
         return x.clone()
     if not is_batched(name):
@@ -865,35 +976,50 @@ def resolve_device(device: str) -> torch.device:
 
 
 def corrupt_in_batches(images: np.ndarray, name: str, severity: int, *, seed: int,
-                       device: torch.device, preset: str = "cifar",
-                       batch_size: int = 500) -> np.ndarray:
-    """Corrupts uint8 ``(N, H, W, 3)`` NumPy images on ``device``, ``batch_size`` at a time,
-    drawing from one generator seeded with ``seed``. A CUDA out-of-memory error retries the
-    batch with half the size (logged); the new size is kept for the rest of the call. Random
-    corruptions depend on the batch size (the draws are made per batch); deterministic ones
-    do not."""
+                       device: torch.device, preset: str = "cifar", batch_size: int = 500,
+                       first: int = 0) -> np.ndarray:
+    """Corrupts uint8 ``(N, H, W, 3)`` NumPy images on ``device``, ``batch_size`` at a time.
+
+    The random draws come from :class:`RandomBlocks`: per block of :data:`BLOCK` images of the
+    set, one generator seeded from ``(seed, block index)``, so the result is the same for any
+    ``batch_size`` (and under the out-of-memory halving), and a part of a set corrupted alone,
+    with ``first`` its index in the set, equals that part of the whole set. Batches hold whole
+    blocks when ``batch_size`` is at least a block (it is rounded down to a multiple of
+    :data:`BLOCK`); smaller batches draw for the whole block and keep their rows.
+
+    A CUDA out-of-memory error retries the batch with half the size (logged); the new size is
+    kept for the rest of the call.
+    """
     device = torch.device(device)
-    gen = torch.Generator(device=device).manual_seed(int(seed))
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     out = np.empty_like(images)
-    batch = max(1, int(batch_size))
+    batch = _whole_blocks(int(batch_size))
     start = 0
     while start < len(images):
-        part = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).to(device)
-        state = gen.get_state()
+        # the batch ends on a block boundary of the set where it can
+        end = min(len(images), start + batch)
+        if batch >= BLOCK and (first + end) % BLOCK and end < len(images):
+            end = max(start + 1, (first + end) // BLOCK * BLOCK - first)
+        part = torch.from_numpy(np.ascontiguousarray(images[start:end])).to(device)
+        stream = RandomBlocks(seed, first + start, len(part), device)
         try:
-            result = corrupt_batch(part, name, severity, gen, preset=preset)
+            result = corrupt_batch(part, name, severity, stream, preset=preset)
         except torch.cuda.OutOfMemoryError:
             size = len(part)
-            del part
+            del part, stream
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             if size == 1:
                 raise
-            batch = size // 2
-            gen.set_state(state)
+            batch = _whole_blocks(size // 2)
             log.warning("%s severity %d: out of memory on %s; retrying with batches of %d",
                         name, severity, device, batch)
             continue
         out[start:start + len(result)] = result.cpu().numpy()
         start += len(result)
     return out
+
+
+def _whole_blocks(size: int) -> int:
+    return size // BLOCK * BLOCK if size >= BLOCK else size
