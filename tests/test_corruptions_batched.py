@@ -40,7 +40,9 @@ def test_every_corruption_is_batched_or_named_as_falling_back():
     assert set(ALL_CORRUPTIONS) - set(BATCHED) == {"spatter"}
     assert set(BATCHED) - set(ALL_CORRUPTIONS) == {
         "blue_noise_sample", "brownish_noise", "single_frequency_greyscale",
-        "cocentric_sine_waves", "ripple", "plasma_noise"}
+        "cocentric_sine_waves", "ripple", "plasma_noise", "checkerboard_cutout",
+        "inverse_sparkles", "sparkles", "pinch_and_twirl", "transverse_chromatic_abberation",
+        "perlin_noise"}
     assert set(DETERMINISTIC) == set(ALL_CORRUPTIONS) - RANDOM_CORRUPTIONS
 
 
@@ -185,6 +187,86 @@ def test_cbar_match_the_recorded_statistics(preset, name, device):
                                 + np.square(values.std(axis=0, ddof=1)) / runs) + 0.1
             delta = np.abs(values.mean(axis=0) - np.array(r[field]))
             assert np.all(delta <= bound), (name, k, field, delta, bound)
+
+
+def _cbar_params(name, plist, size, s):
+    """The CPU generator's parameters of ``plist`` (private draws replayed from their seeds) as
+    the batched applier's tensors."""
+    from snc.corruptions import cbar
+    from snc.corruptions.batched import RAYS
+
+    n = len(plist)
+
+    def t(a):
+        return torch.tensor(np.asarray(a), dtype=torch.float64)
+
+    if name == "checkerboard_cutout":
+        most = int(4 * size // max(0.1 * size, 1))
+        table = np.ones((n, most, most))
+        for i, p in enumerate(plist):
+            grid = int(4 * size // max(p["scales"][0], 1))
+            table[i, :grid, :grid] = np.random.RandomState(p["seed"]).uniform(size=(grid, grid))
+        return {"angle": t([p["angle"] for p in plist]), "fraction": plist[0]["fraction"],
+                "scale": t([p["scales"][0] for p in plist]), "table": t(table)}
+    if name in ("inverse_sparkles", "sparkles"):
+        one = name == "inverse_sparkles"
+        z = np.zeros((n, 1 if one else 5, RAYS))
+        for i, p in enumerate(plist):
+            prs = np.random.RandomState(p["seed"])
+            for j, k in enumerate([p["rays"]] if one else p["nrays"]):
+                z[i, j, :k] = [prs.randn() for _ in range(k)]
+        if one:
+            return {"center": t([p["center"] for p in plist]), "radius": plist[0]["radius"],
+                    "rays": torch.tensor([p["rays"] for p in plist]), "z": t(z[:, 0]),
+                    "amount": plist[0]["amount"]}
+        return {"centers": t([p["centers"] for p in plist]), "radius": plist[0]["radii"][0],
+                "rays": torch.tensor(np.array([p["nrays"] for p in plist])), "z": t(z)}
+    if name == "pinch_and_twirl":
+        return {"angles": t([p["angles"] for p in plist]), "amount": plist[0]["amount"]}
+    if name == "transverse_chromatic_abberation":
+        z = cbar.level(s, 0.5)
+        factors = np.array([1.0, 1 + z / 2, 1 + z])
+        perm = [[int(np.argmin(np.abs(factors - v))) for v in p["scales"]] for p in plist]
+        return {"factors": t(factors), "perm": torch.tensor(perm)}
+    assert name == "perlin_noise", name
+    grads, perm = np.zeros((n, 256, 2)), np.zeros((n, 256), np.int64)
+    for i, p in enumerate(plist):
+        table, g = cbar._perlin_tables(np.random.RandomState(p["seed"]))
+        perm[i], grads[i] = table[:256], g[:256]
+    return {"mu": plist[0]["m"][0][0], "grads": t(grads), "perm": torch.tensor(perm),
+            "alpha": plist[0]["alpha"]}
+
+
+# (largest difference, largest fraction of differing values) of the appliers replaying the CPU
+# generator's parameters; transverse_chromatic_abberation: its matrices are SciPy's 1-D zooms,
+# summed in another order than SciPy's 2-D zoom, whose uint8 output rounds half up
+CBAR_REPLAY = {("checkerboard_cutout", "cifar"): (0, 0.0), ("inverse_sparkles", "cifar"): (0, 0.0),
+               ("sparkles", "cifar"): (0, 0.0), ("pinch_and_twirl", "cifar"): (0, 0.0),
+               ("transverse_chromatic_abberation", "cifar"): (1, 0.01),
+               ("checkerboard_cutout", "imagenet"): (0, 0.0),
+               ("inverse_sparkles", "imagenet"): (0, 0.0), ("sparkles", "imagenet"): (0, 0.0),
+               ("perlin_noise", "imagenet"): (0, 0.0)}
+
+
+@pytest.mark.parametrize("name, preset", sorted(CBAR_REPLAY))
+def test_cbar_appliers_replay_the_cpu_generator(name, preset):
+    from snc.corruptions import batched, cbar
+
+    images = np.load(CBAR_DATA / f"{preset}_cbar.npz")["inputs"]
+    size = images.shape[1]
+    top, frac = CBAR_REPLAY[(name, preset)]
+    for k in range(1, 6):
+        s = cbar.severity_value(name, k, preset)
+        rng = np.random.RandomState(k)
+        plist = [cbar.sample_params(name, s, size, rng) for _ in images]
+        ref = np.stack([cbar.apply_params(img, name, p) for img, p in zip(images, plist,
+                                                                         strict=True)])
+        out = getattr(batched, f"_apply_{name}")(torch.from_numpy(images),
+                                                 _cbar_params(name, plist, size, s)).numpy()
+        diff = np.abs(out.astype(int) - ref.astype(int))
+        assert (ref != images).mean() > 0.001, (name, k)  # the replay compares a change
+        assert diff.max() <= top and (diff > 0).mean() <= frac, (name, k, diff.max(),
+                                                               (diff > 0).mean())
 
 
 def test_unbatched_corruptions_fall_back_with_a_warning(caplog):

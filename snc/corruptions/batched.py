@@ -30,7 +30,9 @@ images of the set, from one generator per block seeded from (seed, block index)
 (:class:`RandomBlocks`): every draw is made for a whole block and a batch keeps its images'
 rows, Poisson counts (shot_noise) and the per-image CPU fallback take one seed per image drawn
 the same way, so an image's output does not depend on the batch that holds it, on the batch
-size or on the out-of-memory halving. Substitutions where no exact tensor counterpart exists: ImageMagick's motion blur
+size or on the out-of-memory halving.
+
+Substitutions where no exact tensor counterpart exists: ImageMagick's motion blur
 (motion_blur, snow) is the kernel model of :mod:`snc.corruptions.motion` with a per-image angle;
 OpenCV's ``warpAffine`` (elastic_transform) is bilinear sampling with reflect-101 borders and
 1/32-pixel weights; SciPy's ``map_coordinates``/``zoom``/``gaussian_filter`` are re-implemented
@@ -39,13 +41,18 @@ OpenCV's ``warpAffine`` (elastic_transform) is bilinear sampling with reflect-10
 
 -C-bar (``preset`` ``cifar`` or ``imagenet``, severity values from
 :mod:`snc.corruptions.cbar`): blue_noise_sample, brownish_noise (spectral noise fields through
-``torch.fft``), single_frequency_greyscale, cocentric_sine_waves, ripple and plasma_noise are
-batched; their
-parameters are drawn from the generator with the distributions of the original's samplers.
+``torch.fft``), single_frequency_greyscale, cocentric_sine_waves, ripple, plasma_noise,
+checkerboard_cutout, inverse_sparkles, sparkles, pinch_and_twirl,
+transverse_chromatic_abberation and perlin_noise are batched. Their parameters, and the numbers
+the original draws from a private ``RandomState`` (checkerboard squares, star rays, Perlin
+tables), are drawn from the generator with the same distributions; the appliers
+(``_apply_<name>``) given the CPU generator's parameters return its values
+(transverse_chromatic_abberation: SciPy's unprefiltered cubic zoom as one matrix per factor,
+built from SciPy's own 1-D zoom, within one grey level).
 
 Not batched (computed per image by the CPU generator, with a logged warning naming the
-corruption): spatter (OpenCV's Canny edges, distance transform and histogram equalization) and
-the other 9 -C-bar corruptions.
+corruption): spatter (OpenCV's Canny edges, distance transform and histogram equalization),
+lines, circular_motion_blur and caustic_refraction.
 """
 
 from __future__ import annotations
@@ -828,11 +835,269 @@ def plasma_noise(x, s, gen):
     return _to_uint8((1 - a / 255) * x.to(torch.float64) + a * colour)
 
 
+# Each of the following is a sampler ``_sample_<name>(gen, n, s, size) -> dict of tensors`` (the
+# distributions of ``cbar._sample_<name>`` and of its private draws) and an applier
+# ``_apply_<name>(x, p)`` that follows ``cbar._apply_<name>``, so that the tests can replay the
+# CPU generator's parameters through the applier.
+
+
+def _sample_checkerboard_cutout(gen, n, s, size):
+    from snc.corruptions.cbar import level
+
+    # the private table has int(4 * size // h) squares a side, at most this many (h >= 0.1 size)
+    most = int(4 * size // max(0.1 * size, 1))
+    return {"angle": _uniform(gen, (n,), 0, 2 * math.pi),
+            "scale": _uniform(gen, (n,), 0.1, 0.25) * size,
+            "fraction": level(s, 1.0), "table": _rand(gen, (n, most, most))}
+
+
+def _apply_checkerboard_cutout(x, p):
+    n, size = x.shape[:2]
+    h = p["scale"].clamp(min=1).view(n, 1, 1)
+    grid = torch.floor(4 * size / h).long()     # int(4 * size // h)
+    r, c = _grid(size, x.device)
+    cos, sin = torch.cos(p["angle"]).view(n, 1, 1), torch.sin(p["angle"]).view(n, 1, 1)
+    u = (r * cos + c * sin) / h
+    v = (-r * sin + c * cos) / h
+    same = torch.remainder(u, 2).long() == torch.remainder(v, 2).long()
+    ui, vi = u.trunc().long(), v.trunc().long()
+    ui, vi = torch.where(ui < 0, ui + grid, ui), torch.where(vi < 0, vi + grid, vi)
+    active = p["table"] < p["fraction"]
+    nn_ = torch.arange(n, device=x.device).view(n, 1, 1)
+    cut = same & active[nn_, ui, vi]
+    return torch.where(cut.unsqueeze(-1), torch.full_like(x, 128), x)
+
+
+def checkerboard_cutout(x, s, gen):
+    return _apply_checkerboard_cutout(x, _sample_checkerboard_cutout(gen, len(x), s, x.shape[1]))
+
+
+RAYS = 200  # rays of a star are drawn from randint(50, 200)
+
+
+def _star_weight(size: int, center: torch.Tensor, lengths: torch.Tensor, rays: torch.Tensor):
+    """:func:`snc.corruptions.cbar._star_weight` per image: ``center`` ``(N, 2)`` (row, col),
+    ``lengths`` ``(N, RAYS)`` of which the first ``rays`` ``(N,)`` are used."""
+    n = len(center)
+    r, c = _grid(size, center.device)
+    dr, dc = r - center[:, 0].view(n, 1, 1), c - center[:, 1].view(n, 1, 1)
+    rho = torch.sqrt(dr * dr + dc * dc)
+    count = rays.view(n, 1, 1)
+    q = (torch.atan2(dc, dr) + math.pi) / (2 * math.pi) * count
+    k = q.long()
+    f = q - k
+    flat = lengths.view(n, -1)
+    lo = torch.gather(flat, 1, (k % count).view(n, -1)).view(k.shape)
+    hi = torch.gather(flat, 1, ((k + 1) % count).view(n, -1)).view(k.shape)
+    return f, lo + f * (hi - lo), rho ** 2
+
+
+def _star_blend(old: torch.Tensor, f, length, rho2, amount: float) -> torch.Tensor:
+    gain = (length ** 2 / (rho2 + 1e-4)) ** ((100 - amount) / 50)
+    w = ((1 - (f - 0.5) ** 2) * gain).clamp(0, 1).unsqueeze(-1)
+    return old + w * (255 - old)   # the colour is white
+
+
+def _sample_inverse_sparkles(gen, n, s, size):
+    from snc.corruptions.cbar import level
+
+    return {"center": _uniform(gen, (n, 2), 0.25, 0.75) * size, "radius": 0.25 * size,
+            "rays": _randint(gen, 50, 200, (n,)), "z": _normal(gen, (n, RAYS), 0.0, 1.0),
+            "amount": 100 - level(s, 65)}
+
+
+def _apply_inverse_sparkles(x, p):
+    radius = p["radius"]
+    lengths = radius + 25 / 100 * radius * p["z"]
+    f, length, rho2 = _star_weight(x.shape[1], p["center"], lengths, p["rays"])
+    # color + w (img - color) = img + (1 - w) (color - img)
+    gain = (length ** 2 / (rho2 + 1e-4)) ** ((100 - p["amount"]) / 50)
+    w = ((1 - (f - 0.5) ** 2) * gain).clamp(0, 1).unsqueeze(-1)
+    return _to_uint8(255 + w * (x.to(torch.float64) - 255))
+
+
+def inverse_sparkles(x, s, gen):
+    return _apply_inverse_sparkles(x, _sample_inverse_sparkles(gen, len(x), s, x.shape[1]))
+
+
+def _sample_sparkles(gen, n, s, size):
+    from snc.corruptions.cbar import level
+
+    return {"centers": _uniform(gen, (n, 5, 2), 0, size), "radius": level(s, 0.1) * size,
+            "rays": _randint(gen, 50, 200, (n, 5)), "z": _normal(gen, (n, 5, RAYS), 0.0, 1.0)}
+
+
+def _apply_sparkles(x, p):
+    radius = p["radius"]
+    out = x.to(torch.float32)
+    for j in range(5):  # applied one after the other, through float32 as the original
+        lengths = (radius + 25 / 100 * radius * p["z"][:, j]).clamp(min=1)
+        f, length, rho2 = _star_weight(x.shape[1], p["centers"][:, j], lengths, p["rays"][:, j])
+        out = _star_blend(out.to(torch.float32).to(torch.float64), f, length, rho2, 50)
+    return _to_uint8(out)
+
+
+def sparkles(x, s, gen):
+    return _apply_sparkles(x, _sample_sparkles(gen, len(x), s, x.shape[1]))
+
+
+def _sample_pinch_and_twirl(gen, n, s, size):
+    from snc.corruptions.cbar import level
+
+    cells = 5 if size == 224 else 3
+    signs = _randint(gen, 0, 2, (n, cells, cells)).to(torch.float64) * 2 - 1
+    return {"angles": signs * level(s, math.pi / 2), "amount": level(s, 0.4) + 0.1}
+
+
+def _apply_pinch_and_twirl(x, p):
+    n, size = x.shape[:2]
+    cells = p["angles"].shape[1]
+    g = size // cells
+    rho0 = g / 2
+    span = cells * g  # the last size - cells * g rows and columns are never changed
+    r, c = (a[:span, :span] for a in _grid(size, x.device))
+    rows, cols = (r // g).long(), (c // g).long()
+    twirl = p["angles"][:, cols, rows]          # angles[i][j]: column block i, row block j
+    mr, mc = rows * g + rho0, cols * g + rho0
+    dr, dc = r - mr, c - mc
+    rho = torch.sqrt(dr * dr + dc * dc)
+    moved = (rho <= rho0) & (torch.round(rho, decimals=3) != 0)
+    d = rho / rho0
+    t = torch.sin(math.pi * d / 2) ** (-p["amount"])
+    dr2, dc2 = t * dr, t * dc
+    beta = twirl * (1 - d) ** 2
+    sr = mr + (dr2 * torch.cos(beta) - dc2 * torch.sin(beta))
+    sc = mc + (dr2 * torch.sin(beta) + dc2 * torch.cos(beta))
+    sr = torch.where(moved, sr, r).expand(n, -1, -1)
+    sc = torch.where(moved, sc, c).expand(n, -1, -1)
+    out = x.to(torch.float32)
+    out[:, :span, :span] = _bilinear_zero(x, sr, sc).to(torch.float32)
+    return _to_uint8(out)
+
+
+def pinch_and_twirl(x, s, gen):
+    return _apply_pinch_and_twirl(x, _sample_pinch_and_twirl(gen, len(x), s, x.shape[1]))
+
+
+@lru_cache(maxsize=64)
+def _zoom_matrix(size: int, factor: float) -> np.ndarray:
+    """The ``(size, size)`` matrix of ``ndimage.zoom(order=3, prefilter=False)`` by ``factor``
+    followed by the centre crop back to ``size``: SciPy's own 1-D zoom of the unit vectors
+    (the 2-D zoom is the product of the two axes' 1-D ones)."""
+    from scipy import ndimage
+
+    cols = [ndimage.zoom(np.eye(size)[j], factor, prefilter=False) for j in range(size)]
+    mat = np.stack(cols, 1)
+    e = (mat.shape[0] - size) // 2
+    return mat[e:e + size]
+
+
+def _sample_transverse_chromatic_abberation(gen, n, s, size):
+    from snc.corruptions.cbar import level
+
+    z = level(s, 0.5)
+    factors = torch.tensor([1.0, 1 + z / 2, 1 + z], dtype=torch.float64)
+    perm = torch.argsort(_rand(gen, (n, 3)), 1)   # a uniform permutation per image
+    return {"factors": factors, "perm": perm}
+
+
+def _apply_transverse_chromatic_abberation(x, p):
+    # channel ch is magnified by factors[perm[ch]]: each of the three factors zooms every
+    # channel, the image keeps the one its permutation names
+    size = x.shape[1]
+    src = x.to(torch.float64)
+    out = torch.zeros_like(src)
+    for i, factor in enumerate(p["factors"].tolist()):
+        mat = torch.as_tensor(_zoom_matrix(size, factor), device=x.device)
+        zoomed = _apply_axis(_apply_axis(src, mat, 1), mat, 2)
+        out = torch.where(p["perm"].to(x.device).view(-1, 1, 1, 3) == i, zoomed, out)
+    # SciPy writes a uint8 output rounded half up and clipped
+    return torch.floor(out + 0.5).clamp(0, 255).to(torch.uint8)
+
+
+def transverse_chromatic_abberation(x, s, gen):
+    return _apply_transverse_chromatic_abberation(
+        x, _sample_transverse_chromatic_abberation(gen, len(x), s, x.shape[1]))
+
+
+def _sample_perlin_noise(gen, n, s, size):
+    from snc.corruptions.cbar import level
+
+    # the private tables: 256 gradients with components (a % 512 - 256) / 256, normalised,
+    # and the original's shuffle (i from 255 down to 0 swaps with randint(0, 2**31) % 256);
+    # the upper halves of both tables repeat the lower ones
+    v = (_randint(gen, 0, 512, (n, 256, 2)) - 256).to(torch.float64) / 256
+    grads = v / torch.sqrt(v[..., 0:1] * v[..., 0:1] + v[..., 1:2] * v[..., 1:2])
+    swaps = _randint(gen, 0, 256, (n, 256))
+    perm = torch.arange(256, device=swaps.device).repeat(n, 1)
+    rows = torch.arange(n, device=swaps.device)
+    for i in range(255, -1, -1):
+        j = swaps[:, 255 - i]
+        a, b = perm[:, i].clone(), perm[rows, j].clone()
+        perm[:, i] = b
+        perm[rows, j] = a
+    return {"mu": 1 / (32 * size / 224), "grads": grads, "perm": perm, "alpha": level(s, 0.5)}
+
+
+def _perlin_batch(perm, grads, x, y):
+    """:func:`snc.corruptions.cbar._perlin` per image (``perm`` ``(N, 256)``, ``grads``
+    ``(N, 256, 2)``; the tables' upper halves are their lower ones)."""
+    n = len(perm)
+    tx, ty = x + 4096, y + 4096
+    bx0, by0 = tx.long() % 256, ty.long() % 256
+    bx1, by1 = (bx0 + 1) % 256, (by0 + 1) % 256
+    rx0, ry0 = torch.remainder(tx, 1), torch.remainder(ty, 1)
+    rx1, ry1 = rx0 - 1, ry0 - 1
+    nn_ = torch.arange(n, device=perm.device).view(n, 1, 1)
+    i, j = perm[nn_, bx0], perm[nn_, bx1]
+    b00, b10 = perm[nn_, (i + by0) % 256], perm[nn_, (j + by0) % 256]
+    b01, b11 = perm[nn_, (i + by1) % 256], perm[nn_, (j + by1) % 256]
+    sx = rx0 * rx0 * (3 - 2 * rx0)
+    sy = ry0 * ry0 * (3 - 2 * ry0)
+
+    def g(b, k):
+        return grads[nn_, b, k]
+
+    u = rx0 * g(b00, 0) + ry0 * g(b00, 1)
+    v = rx1 * g(b10, 0) + ry0 * g(b10, 1)
+    a1 = u + sx * (v - u)
+    u = rx0 * g(b01, 0) + ry1 * g(b01, 1)
+    v = rx1 * g(b11, 0) + ry1 * g(b11, 1)
+    a2 = u + sx * (v - u)
+    return 1.5 * (a1 + sy * (a2 - a1))
+
+
+def _apply_perlin_noise(x, p):
+    n, size = x.shape[:2]
+    r, c = _grid(size, x.device)
+    mu = p["mu"]
+    xs = (mu * r + 0.0 * c).expand(n, -1, -1)
+    ys = (0.0 * r + mu * c).expand(n, -1, -1)
+    turbulence = torch.zeros_like(xs)
+    f = 1.0
+    while f <= 16.0:
+        turbulence = turbulence + torch.abs(_perlin_batch(p["perm"], p["grads"], f * xs,
+                                                          f * ys)) / f
+        f *= 2
+    value = (0.5 * turbulence + 0.5).clamp(0, 1)
+    alpha = float(p["alpha"])
+    blend = ((1 - alpha) * x.to(torch.float32)).to(torch.float64)
+    return _to_uint8(blend + 255 * alpha * value.unsqueeze(-1))
+
+
+def perlin_noise(x, s, gen):
+    return _apply_perlin_noise(x, _sample_perlin_noise(gen, len(x), s, x.shape[1]))
+
+
 CBAR_BATCHED: Dict[str, Callable] = {
     "ripple": ripple, "plasma_noise": plasma_noise,
     "blue_noise_sample": blue_noise_sample, "brownish_noise": brownish_noise,
     "single_frequency_greyscale": single_frequency_greyscale,
     "cocentric_sine_waves": cocentric_sine_waves,
+    "checkerboard_cutout": checkerboard_cutout, "inverse_sparkles": inverse_sparkles,
+    "sparkles": sparkles, "pinch_and_twirl": pinch_and_twirl,
+    "transverse_chromatic_abberation": transverse_chromatic_abberation,
+    "perlin_noise": perlin_noise,
 }
 
 
