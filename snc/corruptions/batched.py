@@ -43,7 +43,11 @@ OpenCV's ``warpAffine`` (elastic_transform) is bilinear sampling with reflect-10
 :mod:`snc.corruptions.cbar`): blue_noise_sample, brownish_noise (spectral noise fields through
 ``torch.fft``), single_frequency_greyscale, cocentric_sine_waves, ripple, plasma_noise,
 checkerboard_cutout, inverse_sparkles, sparkles, pinch_and_twirl,
-transverse_chromatic_abberation and perlin_noise are batched. Their parameters, and the numbers
+transverse_chromatic_abberation, perlin_noise, caustic_refraction and circular_motion_blur are
+batched. circular_motion_blur (deterministic) is the weighted mean of SciPy's 21 cubic spline
+rotations as one sparse operator on the spline coefficients (SciPy's prefilter as a matrix;
+the rotation's taps, mirror folding and zero outside as ``ndimage.rotate``), in float64 where
+the original sums float32 rotations: within one grey level. Their parameters, and the numbers
 the original draws from a private ``RandomState`` (checkerboard squares, star rays, Perlin
 tables), are drawn from the generator with the same distributions; the appliers
 (``_apply_<name>``) given the CPU generator's parameters return its values
@@ -51,8 +55,8 @@ tables), are drawn from the generator with the same distributions; the appliers
 built from SciPy's own 1-D zoom, within one grey level).
 
 Not batched (computed per image by the CPU generator, with a logged warning naming the
-corruption): spatter (OpenCV's Canny edges, distance transform and histogram equalization),
-lines, circular_motion_blur and caustic_refraction.
+corruption): spatter (OpenCV's Canny edges, distance transform and histogram equalization)
+and lines (anti-aliased lines blended one after another).
 """
 
 from __future__ import annotations
@@ -1089,6 +1093,152 @@ def perlin_noise(x, s, gen):
     return _apply_perlin_noise(x, _sample_perlin_noise(gen, len(x), s, x.shape[1]))
 
 
+def _sample_caustic_refraction(gen, n, s, size):
+    from snc.corruptions.cbar import level
+
+    return {"time": _uniform(gen, (n,), 0.5, 2.0), "size": _uniform(gen, (n,), 0.75, 1.25) * size,
+            "eta": 4.0, "lens_scale": level(s, 0.5 * size), "lighting_amount": level(s, 2.0),
+            "softening": 1}
+
+
+def _caustic_fields(size: int, time: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
+    n = len(time)
+    time, tile = time.view(n, 1, 1), tile.view(n, 1, 1)
+    r, c = _grid(size, time.device)
+    q0 = torch.remainder(r / tile, 1) * 6.28318530718 - 250
+    q1 = torch.remainder(c / tile, 1) * 6.28318530718 - 250
+    j0, j1 = q0, q1
+    acc = torch.ones_like(q0)
+    for k in range(5):
+        t = time * (1 - 3.5 / (k + 1))
+        j0, j1 = (q0 + (torch.cos(t - j0) + torch.sin(t + j1)),
+                  q1 + (torch.sin(t - j1) + torch.cos(t + j0)))
+        a = q0 / (torch.sin(j0 + t) / 0.005)
+        b = q1 / (torch.cos(j1 + t) / 0.005)
+        acc = acc + 1 / torch.sqrt(a * a + b * b)
+    acc = acc / 5
+    v = 1.17 - acc ** 1.4
+    return (torch.abs(v) ** 8).clamp(0, 1)
+
+
+def _apply_caustic_refraction(x, p):
+    n, size = x.shape[:2]
+    field = _caustic_fields(size, p["time"].to(x.device), p["size"].to(x.device))
+    # SciPy filters the three equal channels too (reflect borders), as the original
+    smooth = gaussian_filter(field.unsqueeze(-1).expand(n, size, size, 3), p["softening"],
+                             dims=(1, 2, 3), mode="reflect")
+    luma = 0.2126 * smooth[..., 0] + 0.7152 * smooth[..., 1] + 0.0722 * smooth[..., 2]
+    padded = torch.nn.functional.pad(luma, (1, 1, 1, 1))
+    north, south = padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]
+    west, east = padded[:, :-2, 1:-1], padded[:, 2:, 1:-1]
+    gr, gc = east - west, south - north
+    norm = torch.sqrt(gr * gr + gc * gc + 1)
+    nr, nc, nz = gr / norm, gc / norm, 1 / norm
+    flat = torch.abs(nz) >= 1 - 1e-3
+    theta = torch.arccos(nz)
+    theta_r = torch.arcsin(torch.sin(theta) / p["eta"])
+    sin_t = torch.sin(theta)
+    wr = torch.cos(theta_r) * nr + torch.sin(theta_r) * (0 - nz * nr) / sin_t
+    wc = torch.cos(theta_r) * nc + torch.sin(theta_r) * (0 - nz * nc) / sin_t
+    zero = torch.zeros_like(wr)
+    dr = torch.where(flat, zero, torch.round(p["lens_scale"] * wr, decimals=3))
+    dc = torch.where(flat, zero, torch.round(p["lens_scale"] * wc, decimals=3))
+    r, c = _grid(size, x.device)
+    sampled = _bilinear_zero(_div(x.to(torch.float32), 255.0), r + dr, c + dc)
+    light = p["lighting_amount"]
+    value = (sampled + (light * (north - south)).unsqueeze(-1)
+             + (light * (east - west)).unsqueeze(-1))
+    return (255 * value.clamp(0, 1)).to(torch.uint8)
+
+
+def caustic_refraction(x, s, gen):
+    return _apply_caustic_refraction(x, _sample_caustic_refraction(gen, len(x), s, x.shape[1]))
+
+
+@lru_cache(maxsize=8)
+def _spline_prefilter(size: int) -> np.ndarray:
+    """The ``(size, size)`` matrix of SciPy's cubic spline prefilter along one axis (mode
+    ``constant``, as ``ndimage.rotate`` uses): SciPy's own filter of the unit vectors."""
+    from scipy import ndimage
+
+    return ndimage.spline_filter1d(np.eye(size), 3, axis=0, mode="constant")
+
+
+def _bspline3(t: np.ndarray) -> np.ndarray:
+    t = np.abs(t)
+    return np.where(t < 1, 2 / 3 - t ** 2 + t ** 3 / 2, np.where(t < 2, (2 - t) ** 3 / 6, 0.0))
+
+
+@lru_cache(maxsize=16)
+def _circular_blur_operator(size: int, amount: float) -> tuple:
+    """The weighted mean of the 21 rotations of ``cbar._apply_circular_motion_blur`` as one
+    sparse ``(size^2, size^2)`` operator on cubic spline coefficients: each rotation is
+    ``ndimage.rotate(reshape=False)`` (order 3, mode ``constant``): the source of output pixel
+    ``o`` is ``R o + offset``, sampled with the 4 x 4 cubic B-spline taps, indices folded as a
+    mirror, and 0 where the source lies outside the image. Returns (indices, values)."""
+    from scipy import special
+
+    o_r, o_c = (a.ravel() for a in np.meshgrid(np.arange(size), np.arange(size), indexing="ij"))
+    centre = (size - 1) / 2
+    rows, cols, vals = [], [], []
+    total = 0.0
+    for i in range(21):
+        tau = 2 * i / 20 - 1
+        w = float(np.exp(-2 * tau ** 2))
+        total += w
+        angle = tau * amount
+        c, s = special.cosdg(angle), special.sindg(angle)
+        off_r = centre - (c * centre + s * centre)
+        off_c = centre - (-s * centre + c * centre)
+        yr = c * o_r + s * o_c + off_r
+        xc = -s * o_r + c * o_c + off_c
+        inside = (yr >= 0) & (yr <= size - 1) & (xc >= 0) & (xc <= size - 1)
+        y0, x0 = np.floor(yr).astype(np.int64), np.floor(xc).astype(np.int64)
+        for a in range(-1, 3):
+            wy = _bspline3(yr - (y0 + a))
+            iy = _pad_fold_mirror(y0 + a, size)
+            for b in range(-1, 3):
+                wx = _bspline3(xc - (x0 + b))
+                ix = _pad_fold_mirror(x0 + b, size)
+                keep = inside
+                rows.append(np.flatnonzero(keep))
+                cols.append((iy * size + ix)[keep])
+                vals.append(w * (wy * wx)[keep])
+    from scipy import sparse
+
+    mat = sparse.coo_matrix((np.concatenate(vals) / total,
+                             (np.concatenate(rows), np.concatenate(cols))),
+                            shape=(size * size, size * size)).tocsr()
+    mat.sum_duplicates()
+    return mat.indptr, mat.indices, mat.data
+
+
+def _pad_fold_mirror(i: np.ndarray, n: int) -> np.ndarray:
+    i = np.mod(i, 2 * n - 2)
+    return np.where(i >= n, 2 * n - 2 - i, i)
+
+
+def _apply_circular_motion_blur(x, amount: float):
+    n, size = x.shape[:2]
+    unit = _div(x.to(torch.float32), 255.0).to(torch.float64)
+    pre = torch.as_tensor(_spline_prefilter(size), device=x.device)
+    coef = _apply_axis(_apply_axis(unit, pre, 1), pre, 2)          # (N, S, S, 3)
+    indptr, indices, data = _circular_blur_operator(size, float(amount))
+    rows = np.repeat(np.arange(size * size), np.diff(indptr))
+    op = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, indices])),
+                                 torch.as_tensor(data), (size * size, size * size),
+                                 device=x.device, is_coalesced=True, check_invariants=True)
+    flat = coef.permute(1, 2, 0, 3).reshape(size * size, n * 3)
+    out = torch.sparse.mm(op, flat).reshape(size, size, n, 3).permute(2, 0, 1, 3)
+    return (255 * out).clamp(0, 255).to(torch.uint8)
+
+
+def circular_motion_blur(x, s, gen):
+    from snc.corruptions.cbar import level
+
+    return _apply_circular_motion_blur(x, level(s, 15))
+
+
 CBAR_BATCHED: Dict[str, Callable] = {
     "ripple": ripple, "plasma_noise": plasma_noise,
     "blue_noise_sample": blue_noise_sample, "brownish_noise": brownish_noise,
@@ -1097,7 +1247,8 @@ CBAR_BATCHED: Dict[str, Callable] = {
     "checkerboard_cutout": checkerboard_cutout, "inverse_sparkles": inverse_sparkles,
     "sparkles": sparkles, "pinch_and_twirl": pinch_and_twirl,
     "transverse_chromatic_abberation": transverse_chromatic_abberation,
-    "perlin_noise": perlin_noise,
+    "perlin_noise": perlin_noise, "caustic_refraction": caustic_refraction,
+    "circular_motion_blur": circular_motion_blur,
 }
 
 
