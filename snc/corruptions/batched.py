@@ -43,8 +43,10 @@ OpenCV's ``warpAffine`` (elastic_transform) is bilinear sampling with reflect-10
 :mod:`snc.corruptions.cbar`): blue_noise_sample, brownish_noise (spectral noise fields through
 ``torch.fft``), single_frequency_greyscale, cocentric_sine_waves, ripple, plasma_noise,
 checkerboard_cutout, inverse_sparkles, sparkles, pinch_and_twirl,
-transverse_chromatic_abberation, perlin_noise, caustic_refraction and circular_motion_blur are
-batched. circular_motion_blur (deterministic) is the weighted mean of SciPy's 21 cubic spline
+transverse_chromatic_abberation, perlin_noise, caustic_refraction, circular_motion_blur and
+lines (all 15) are batched. lines runs scikit-image's anti-aliased line stepping for all the
+lines of the batch in lock step and blends them one after another through uint8, as the
+original. circular_motion_blur (deterministic) is the weighted mean of SciPy's 21 cubic spline
 rotations as one sparse operator on the spline coefficients (SciPy's prefilter as a matrix;
 the rotation's taps, mirror folding and zero outside as ``ndimage.rotate``), in float64 where
 the original sums float32 rotations: within one grey level. Their parameters, and the numbers
@@ -55,8 +57,7 @@ tables), are drawn from the generator with the same distributions; the appliers
 built from SciPy's own 1-D zoom, within one grey level).
 
 Not batched (computed per image by the CPU generator, with a logged warning naming the
-corruption): spatter (OpenCV's Canny edges, distance transform and histogram equalization)
-and lines (anti-aliased lines blended one after another).
+corruption): spatter (OpenCV's Canny edges, distance transform and histogram equalization).
 """
 
 from __future__ import annotations
@@ -1239,6 +1240,92 @@ def circular_motion_blur(x, s, gen):
     return _apply_circular_motion_blur(x, level(s, 15))
 
 
+def _sample_lines(gen, n, s, size):
+    from snc.corruptions.cbar import level
+
+    count = int(level(s, 1.0) * size)
+    return {"angle": _uniform(gen, (n,), 0, 2 * math.pi),
+            "angle_variation": _uniform(gen, (n,), 0.1, 1.0),
+            # per line: a, b and the angle's uniform draw, in the original's order
+            "draws": _rand(gen, (n, count, 3)), "length": 1.0}
+
+
+def _line_aa_batch(r0, c0, r1, c1):
+    """:func:`snc.corruptions.lines.line_aa` for many segments at once (int64 tensors of one
+    shape ``L``): the same error stepping, all segments in lock step. Returns ``rows``,
+    ``cols``, ``val`` (coverage) and ``order`` of every emitted pixel, ``(K, L)`` each, with
+    ``emitted`` marking the real ones (order: the position in the segment's drawing order)."""
+    dc, dr = (c0 - c1).abs(), (r0 - r1).abs()
+    sign_c = torch.where(c0 < c1, 1, -1)
+    sign_r = torch.where(r0 < r1, 1, -1)
+    ed = torch.where(dc + dr == 0, torch.ones_like(dc, dtype=torch.float64),
+                     torch.sqrt((dc * dc + dr * dr).to(torch.float64)))
+    err = dc - dr
+    r, c = r0.clone(), c0.clone()
+    live = torch.ones_like(r0, dtype=torch.bool)
+    out = []
+    step = 0
+    while bool(live.any()):
+        out.append((r, c, 1.0 - (err - dc + dr).abs() / ed, live, 3 * step))
+        err_p, c_p = err, c
+        first = live & (2 * err_p >= -dc)
+        stop1 = first & (c == c1)
+        go1 = first & ~stop1
+        out.append((r + sign_r, c, 1.0 - (err_p + dr).abs() / ed, go1 & (err_p + dr < ed),
+                    3 * step + 1))
+        err = torch.where(go1, err - dr, err)
+        c = torch.where(go1, c + sign_c, c)
+        second = live & ~stop1 & (2 * err_p <= dr)
+        stop2 = second & (r == r1)
+        go2 = second & ~stop2
+        out.append((r, c_p + sign_c, 1.0 - (dc - err_p).abs() / ed, go2 & (dc - err_p < ed),
+                    3 * step + 2))
+        err = torch.where(go2, err + dc, err)
+        r = torch.where(go2, r + sign_r, r)
+        live = live & ~stop1 & ~stop2
+        step += 1
+    rows, cols, val, emitted = (torch.stack([o[k] for o in out]) for k in range(4))
+    order = torch.tensor([o[4] for o in out], device=r0.device)
+    order = order.view(-1, *([1] * r0.ndim)).expand_as(rows)
+    return rows, cols, val, emitted, order
+
+
+def _apply_lines(x, p):
+    n, size = x.shape[:2]
+    count = p["draws"].shape[1]
+    half = p["length"] * size
+    a, b = size * p["draws"][..., 0], size * p["draws"][..., 1]
+    alpha = (p["angle"].view(n, 1)
+             + 2 * math.pi * p["angle_variation"].view(n, 1) * (p["draws"][..., 2] - 0.5))
+    cos, sin = torch.cos(alpha), torch.sin(alpha)
+    # int(): truncation toward zero
+    rows, cols, val, emitted, order = _line_aa_batch(
+        (a - half * cos).trunc().long(), (b - half * sin).trunc().long(),
+        (a + half * cos).trunc().long(), (b + half * sin).trunc().long())   # (K, N, count)
+    keep = emitted & (rows >= 0) & (rows < size) & (cols >= 0) & (cols < size)
+    image = torch.arange(n, device=x.device).view(1, n, 1).expand_as(rows)
+    pixel = image * size * size + rows.clamp(0, size - 1) * size + cols.clamp(0, size - 1)
+    out = x.clone()
+    for j in range(count):  # one line after the other, through uint8 as the original
+        k, idx, v = keep[:, :, j], pixel[:, :, j], val[:, :, j]
+        # a pixel drawn twice keeps its last coverage (numpy's fancy assignment)
+        last = torch.full((n * size * size,), -1, dtype=torch.long, device=x.device)
+        last.scatter_reduce_(0, idx[k], order[:, :, j][k], "amax")
+        win = k & (order[:, :, j] == last[idx])
+        cover = torch.zeros(n * size * size, dtype=torch.float64, device=x.device)
+        cover[idx[win]] = v[win]
+        drawn = torch.zeros(n * size * size, dtype=torch.bool, device=x.device)
+        drawn[idx[win]] = True
+        cover, drawn = cover.view(n, size, size, 1), drawn.view(n, size, size, 1)
+        blended = ((1 - cover) * out.to(torch.float64) + cover * 128).to(torch.uint8)
+        out = torch.where(drawn, blended, out)
+    return out
+
+
+def lines(x, s, gen):
+    return _apply_lines(x, _sample_lines(gen, len(x), s, x.shape[1]))
+
+
 CBAR_BATCHED: Dict[str, Callable] = {
     "ripple": ripple, "plasma_noise": plasma_noise,
     "blue_noise_sample": blue_noise_sample, "brownish_noise": brownish_noise,
@@ -1248,7 +1335,7 @@ CBAR_BATCHED: Dict[str, Callable] = {
     "sparkles": sparkles, "pinch_and_twirl": pinch_and_twirl,
     "transverse_chromatic_abberation": transverse_chromatic_abberation,
     "perlin_noise": perlin_noise, "caustic_refraction": caustic_refraction,
-    "circular_motion_blur": circular_motion_blur,
+    "circular_motion_blur": circular_motion_blur, "lines": lines,
 }
 
 
