@@ -135,10 +135,38 @@ def _apply_axis(x: torch.Tensor, mat: torch.Tensor, dim: int) -> torch.Tensor:
     return out.reshape(mat.shape[0], *moved.shape[1:]).movedim(0, dim)
 
 
+@lru_cache(maxsize=128)
+def _box_band(n_in: int, n_out: int) -> tuple:
+    """The matrix ``_pil_box_coeffs(n_in, n_out)`` and its band: per output row the ``K`` input
+    indices from its first non-zero weight on and their weights (0 past the end)."""
+    mat = _pil_box_coeffs(n_in, n_out)
+    nz = mat != 0
+    first = nz.argmax(1)
+    last = np.where(nz.any(1), mat.shape[1] - 1 - nz[:, ::-1].argmax(1), first)
+    k = int((last - first).max()) + 1
+    idx = first[:, None] + np.arange(k)
+    valid = idx < mat.shape[1]
+    idx = np.minimum(idx, mat.shape[1] - 1)
+    return mat, idx, np.where(valid, np.take_along_axis(mat, idx, 1), 0.0)
+
+
 def _correlate1d(x: torch.Tensor, weights: np.ndarray, dim: int, mode: str) -> torch.Tensor:
-    """Correlates ``x`` with ``weights`` along ``dim`` with the border ``mode``."""
-    mat = _filter_matrix(x.shape[dim], tuple(float(w) for w in weights), mode)
-    return _apply_axis(x, torch.as_tensor(mat, device=x.device), dim)
+    """Correlates ``x`` with ``weights`` along ``dim`` with the border ``mode``: on a GPU, or
+    for a kernel wider than 1/8 of the axis, one matrix product (:func:`_filter_matrix`); on
+    the CPU otherwise, the padded axis shifted and summed tap by tap (a product costs the axis
+    length per value, this the kernel's width; measured at 224 px). Same values up to the
+    summation order."""
+    n, taps = x.shape[dim], tuple(float(w) for w in weights)
+    if x.device.type != "cpu" or 8 * len(taps) > n:
+        return _apply_axis(x, torch.as_tensor(_filter_matrix(n, taps, mode), device=x.device),
+                           dim)
+    moved = x.movedim(dim, 0)
+    rows = moved.contiguous().view(n, -1)   # the axis first: whole rows shifted
+    padded = rows.index_select(0, _pad_index(n, len(taps) // 2, mode, "cpu"))
+    out = torch.zeros_like(rows)
+    for k, w in enumerate(taps):
+        out.add_(padded[k:k + n], alpha=w)
+    return out.view(moved.shape).movedim(0, dim)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, dims=(1, 2), mode: str = "nearest",
@@ -394,13 +422,57 @@ def _separable_terms(radius: float, alias_blur: float) -> tuple:
     return tuple(zip((u[:, keep] * s[keep]).T, vt[keep], strict=True))
 
 
-def defocus_blur(x, params):
+def _fft_size(n: int) -> int:
+    """The smallest ``m >= n`` whose prime factors are 2, 3 and 5 (a fast DFT length)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+@lru_cache(maxsize=32)
+def _disk_spectrum(params: tuple, fh: int, fw: int, device: str) -> torch.Tensor:
+    kernel = torch.as_tensor(_disk_kernel(*params))
+    padded = torch.zeros((fh, fw), dtype=torch.float64)
+    padded[:kernel.shape[0], :kernel.shape[1]] = kernel
+    return torch.conj(torch.fft.rfft2(padded)).to(device)
+
+
+def _defocus_separable(x, params):
     # cv2.filter2D (correlation, reflect-101 borders) with the separable terms of the kernel
     x = _unit(x)
     out = torch.zeros_like(x)
     for rows, cols in _separable_terms(*params):
         out += _correlate1d(_correlate1d(x, rows, 1, "reflect101"), cols, 2, "reflect101")
     return out.clamp(0, 1) * 255
+
+
+def _defocus_fft(x, params):
+    # cv2.filter2D as OpenCV computes it for kernels this large: through a DFT (float64), of
+    # the image padded with reflect-101 borders; correlation = product with the conjugate
+    # spectrum of the kernel, no wrap-around (the DFT is at least the padded size)
+    r = _disk_kernel(*params).shape[0] // 2
+    n, h, w = x.shape[:3]
+    planes = _unit(x.permute(0, 3, 1, 2))
+    padded = planes[:, :, _pad_index(h, r, "reflect101", x.device)][
+        :, :, :, _pad_index(w, r, "reflect101", x.device)]
+    fh, fw = _fft_size(h + 2 * r), _fft_size(w + 2 * r)
+    spectrum = torch.fft.rfft2(padded, s=(fh, fw)) * _disk_spectrum(tuple(params), fh, fw,
+                                                                     str(x.device))
+    out = torch.fft.irfft2(spectrum, s=(fh, fw))[..., :h, :w].permute(0, 2, 3, 1)
+    return out.clamp(0, 1) * 255
+
+
+def defocus_blur(x, params):
+    # on the CPU from 128 px on, a DFT costs less than the kernel's separable terms (several
+    # per kernel; measured at 224 px); on a GPU the terms' matrix products are fast
+    if x.device.type == "cpu" and min(x.shape[1:3]) >= 128:
+        return _defocus_fft(x, params)
+    return _defocus_separable(x, params)
 
 
 def glass_shuffle_row(x: torch.Tensor, hh: int, delta: int, d: torch.Tensor) -> None:
@@ -664,8 +736,20 @@ def _pil_resample_axis(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
     n_in = x.shape[dim]
     if n_in == n_out:
         return x
-    k = torch.as_tensor(_pil_box_coeffs(n_in, n_out), dtype=torch.float64, device=x.device)
-    y = _apply_axis(x.to(torch.float64), k, dim)
+    mat, idx, w = _box_band(n_in, n_out)
+    if x.device.type == "cpu" and 16 * idx.shape[1] <= n_in:
+        # on the CPU a matrix product costs the axis length per value, the band its width:
+        # Pillow's own integer arithmetic: sums of (22-bit weight x 8-bit value) stay below
+        # 2**31 (a row's weights sum to about 2**22)
+        moved = x.movedim(dim, 0)
+        rows = moved.contiguous().view(n_in, -1)
+        index, weights = torch.as_tensor(idx), torch.as_tensor(w.astype(np.int32))
+        acc = torch.full((n_out, rows.shape[1]), 1 << 21, dtype=torch.int32)
+        for k in range(idx.shape[1]):
+            acc.addcmul_(rows.index_select(0, index[:, k]).to(torch.int32), weights[:, k:k + 1])
+        y = torch.bitwise_right_shift(acc, 22).clamp_(0, 255).to(torch.uint8)
+        return y.view(n_out, *moved.shape[1:]).movedim(0, dim)
+    y = _apply_axis(x.to(torch.float64), torch.as_tensor(mat, device=x.device), dim)
     return torch.floor((y + (1 << 21)) / (1 << 22)).clamp(0, 255)  # exact: integers < 2**53
 
 
