@@ -737,18 +737,26 @@ def _pil_resample_axis(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
     if n_in == n_out:
         return x
     mat, idx, w = _box_band(n_in, n_out)
+    if idx.shape[1] == 1 and (w == 1 << 22).all():  # each output copies one input
+        return x.index_select(dim, torch.as_tensor(idx[:, 0], device=x.device))
     if x.device.type == "cpu" and 16 * idx.shape[1] <= n_in:
         # on the CPU a matrix product costs the axis length per value, the band its width:
         # Pillow's own integer arithmetic: sums of (22-bit weight x 8-bit value) stay below
         # 2**31 (a row's weights sum to about 2**22)
-        moved = x.movedim(dim, 0)
-        rows = moved.contiguous().view(n_in, -1)
+        # (rows: gathered in place; columns: moved first, so whole rows are gathered)
+        moved = x if dim == 1 else x.movedim(dim, 0).contiguous()
+        axis = 1 if dim == 1 else 0
         index, weights = torch.as_tensor(idx), torch.as_tensor(w.astype(np.int32))
-        acc = torch.full((n_out, rows.shape[1]), 1 << 21, dtype=torch.int32)
+        shape = [1] * x.ndim
+        shape[axis] = n_out
+        size = list(moved.shape)
+        size[axis] = n_out
+        acc = torch.full(size, 1 << 21, dtype=torch.int32)
         for k in range(idx.shape[1]):
-            acc.addcmul_(rows.index_select(0, index[:, k]).to(torch.int32), weights[:, k:k + 1])
+            acc.addcmul_(moved.index_select(axis, index[:, k]).to(torch.int32),
+                         weights[:, k].view(shape))
         y = torch.bitwise_right_shift(acc, 22).clamp_(0, 255).to(torch.uint8)
-        return y.view(n_out, *moved.shape[1:]).movedim(0, dim)
+        return y if dim == 1 else y.movedim(0, dim).contiguous()
     y = _apply_axis(x.to(torch.float64), torch.as_tensor(mat, device=x.device), dim)
     return torch.floor((y + (1 << 21)) / (1 << 22)).clamp(0, 255)  # exact: integers < 2**53
 
