@@ -601,3 +601,15 @@ def test_batched_folder_sets_do_not_depend_on_the_chunk(tmp_path):
         for i in range(5):
             rel = Path("gaussian_noise") / str(s) / "n01440764" / f"{i}.JPEG"
             assert (tmp_path / "c2" / rel).read_bytes() == (tmp_path / "c5" / rel).read_bytes()
+
+
+def test_bench_times_the_named_rows_best_of_repeats(capsys):
+    from snc.cli.bench_corruptions import main
+
+    assert main(["--n32", "4", "--n224", "1", "--repeats", "2", "--corruptions", "contrast",
+                 "ripple"]) == 0
+    out = capsys.readouterr().out
+    assert "contrast" in out and "ripple" in out and "fog" not in out
+    assert "CIFAR-10-C, 10,000" not in out  # a set's estimate needs all its rows
+    with pytest.raises(SystemExit):
+        main(["--repeats", "0"])

@@ -164,8 +164,10 @@ def _correlate1d(x: torch.Tensor, weights: np.ndarray, dim: int, mode: str) -> t
     rows = moved.contiguous().view(n, -1)   # the axis first: whole rows shifted
     padded = rows.index_select(0, _pad_index(n, len(taps) // 2, mode, "cpu"))
     out = torch.zeros_like(rows)
-    for k, w in enumerate(taps):
-        out.add_(padded[k:k + n], alpha=w)
+    for j in range(0, rows.shape[1], 1024):  # 1024 columns at a time stay in the cache
+        part, src = out[:, j:j + 1024], padded[:, j:j + 1024]
+        for k, w in enumerate(taps):
+            part.add_(src[k:k + n], alpha=w)
     return out.view(moved.shape).movedim(0, dim)
 
 
@@ -403,7 +405,12 @@ def speckle_noise(x, sigma, gen):
 
 
 def gaussian_blur(x, sigma):
-    return gaussian_filter(_unit(x), sigma).clamp(0, 1) * 255
+    # float32 on the CPU from 128 px on: twice as fast as float64 there, and within the tested
+    # bound (1 grey level on 0.0015 % of the values at 224 px, where float64 is on 0.0003 %;
+    # at 32 px float32 reaches 0.12 %, past the bound, so smaller images stay float64)
+    small = x.device.type != "cpu" or min(x.shape[1:3]) < 128
+    return gaussian_filter(_unit(x, torch.float64 if small else torch.float32),
+                           sigma).clamp(0, 1) * 255
 
 
 @lru_cache(maxsize=None)
