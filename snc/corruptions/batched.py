@@ -1147,20 +1147,25 @@ def _perlin_batch(perm, grads, x, y):
     """:func:`snc.corruptions.cbar._perlin` per image (``perm`` ``(N, 256)``, ``grads``
     ``(N, 256, 2)``; the tables' upper halves are their lower ones)."""
     n = len(perm)
-    tx, ty = x + 4096, y + 4096
-    bx0, by0 = tx.long() % 256, ty.long() % 256
-    bx1, by1 = (bx0 + 1) % 256, (by0 + 1) % 256
-    rx0, ry0 = torch.remainder(tx, 1), torch.remainder(ty, 1)
+    tx, ty = x + 4096, y + 4096   # positive: % 256 is & 255, % 1 is the part below floor
+    fx, fy = torch.floor(tx), torch.floor(ty)
+    bx0, by0 = fx.long() & 255, fy.long() & 255
+    bx1, by1 = (bx0 + 1) & 255, (by0 + 1) & 255
+    rx0, ry0 = tx - fx, ty - fy
     rx1, ry1 = rx0 - 1, ry0 - 1
-    nn_ = torch.arange(n, device=perm.device).view(n, 1, 1)
-    i, j = perm[nn_, bx0], perm[nn_, bx1]
-    b00, b10 = perm[nn_, (i + by0) % 256], perm[nn_, (j + by0) % 256]
-    b01, b11 = perm[nn_, (i + by1) % 256], perm[nn_, (j + by1) % 256]
+    g0, g1 = grads[..., 0].contiguous(), grads[..., 1].contiguous()
+
+    def look(table, idx):  # table[image, idx] for every pixel, a gather per image row
+        return torch.gather(table, 1, idx.reshape(n, -1)).view(idx.shape)
+
+    i, j = look(perm, bx0), look(perm, bx1)
+    b00, b10 = look(perm, (i + by0) & 255), look(perm, (j + by0) & 255)
+    b01, b11 = look(perm, (i + by1) & 255), look(perm, (j + by1) & 255)
     sx = rx0 * rx0 * (3 - 2 * rx0)
     sy = ry0 * ry0 * (3 - 2 * ry0)
 
     def g(b, k):
-        return grads[nn_, b, k]
+        return look(g1 if k else g0, b)
 
     u = rx0 * g(b00, 0) + ry0 * g(b00, 1)
     v = rx1 * g(b10, 0) + ry0 * g(b10, 1)
