@@ -36,8 +36,10 @@ def _check_bound(out, ref, name, what):
     assert (diff > 0).mean() <= frac, (name, what, (diff > 0).mean())
 
 
-def test_every_corruption_is_batched_or_named_as_falling_back():
-    assert set(ALL_CORRUPTIONS) - set(BATCHED) == {"spatter"}
+def test_every_corruption_is_batched():
+    from snc.corruptions.cbar import CBAR_ALL
+
+    assert set(ALL_CORRUPTIONS) <= set(BATCHED) and all(is_batched(n) for n in CBAR_ALL)
     assert set(BATCHED) - set(ALL_CORRUPTIONS) == {
         "blue_noise_sample", "brownish_noise", "single_frequency_greyscale",
         "cocentric_sine_waves", "ripple", "plasma_noise", "checkerboard_cutout",
@@ -319,16 +321,27 @@ def test_circular_motion_blur_matches_the_original_and_the_cpu_generator():
             assert diff.max() <= 1 and (diff > 0).mean() <= 0.001, (k, diff.max())
 
 
-def test_unbatched_corruptions_fall_back_with_a_warning(caplog):
-    from snc.corruptions.cbar import CBAR_ALL
+@pytest.mark.parametrize("preset", ["cifar", "tinyimagenet",
+                                    pytest.param("imagenet", marks=pytest.mark.slow)])
+def test_spatter_replays_the_cpu_generator(preset):
+    # the batched applier given the NumPy generator's noise fields: every step of OpenCV's
+    # (Canny, distance transform, box filters, equalizeHist, filter2D) and the mud branch
+    from snc.corruptions import corruption_seed
+    from snc.corruptions.batched import _apply_spatter
+    from snc.corruptions.params import PARAMS
+    from snc.data.synthetic import make_synthetic
 
-    x = torch.from_numpy(VECTORS["inputs"][:3])
-    assert not is_batched("spatter") and all(is_batched(n) for n in CBAR_ALL)
-    with caplog.at_level(logging.WARNING, logger="snc"):
-        out = corrupt_batch(x, "spatter", 2, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and out.dtype == torch.uint8 and (out != x).any()
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("spatter" in m and "CPU" in m for m in messages)
+    x = {"cifar": VECTORS["inputs"], "imagenet": MOTION["imagenet_inputs"],
+         "tinyimagenet": make_synthetic(6, seed=2, size=64)[0]}[preset]
+    for severity in range(1, 6):
+        params = PARAMS[preset]["spatter"][severity - 1]
+        rng = np.random.default_rng(corruption_seed(3, "spatter", severity))
+        liquid = np.stack([rng.normal(size=x.shape[1:3], loc=params[0], scale=params[1])
+                           for _ in x])
+        ref = corrupt(x, "spatter", severity, preset=preset, seed=3)
+        out = _apply_spatter(torch.from_numpy(x), params, {"liquid": torch.from_numpy(liquid)})
+        assert (ref != x).mean() > 0.01
+        np.testing.assert_array_equal(out.to(torch.uint8).numpy(), ref, err_msg=str(severity))
 
 
 def test_bad_inputs():

@@ -9,8 +9,7 @@ At 32 px (CIFAR preset) and 224 px (ImageNet preset), for the -C corruptions and
 generation script adds processes) and :func:`snc.corruptions.batched.corrupt_batch` on
 ``--device`` with the whole batch at once, their ratio, and the estimated time of a 50,000-image
 ImageNet-C (15 corruptions x 5 severities) and ImageNet-C-bar (10 x 5) set at 224 px, and of a
-10,000-image CIFAR-10-C set at 32 px. Corruptions without a batched form run the NumPy path in
-both columns (marked ``cpu``). Random images of the real shapes. ``--repeats`` keeps the best
+10,000-image CIFAR-10-C set at 32 px. Random images of the real shapes. ``--repeats`` keeps the best
 of several timings of each cell (on a shared machine the best is the least disturbed one);
 ``--corruptions`` times only the named rows (the set estimates need every row of a set).
 """
@@ -18,7 +17,6 @@ of several timings of each cell (on a shared machine the best is the least distu
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 
 import numpy as np
@@ -66,8 +64,6 @@ def _fmt(rate) -> str:
 
 def bench(names, sets, presets_of, severity, device, repeats=1):
     """``{name: {preset: (numpy img/s, batched img/s, batched?)}}``, printed as a table."""
-    from snc.corruptions.batched import is_batched
-
     print(f"\n{'corruption':<32}" + "".join(
         f"{f'{SIZES[p]} px numpy':>14}{'batched':>10}{'ratio':>8}" for p in SIZES))
     rates = {}
@@ -78,11 +74,9 @@ def bench(names, sets, presets_of, severity, device, repeats=1):
                 cells.append(f"{'-':>14}{'-':>10}{'-':>8}")
                 continue
             numpy_rate = _rate_numpy(sets[preset], name, severity, preset, repeats)
-            batched = is_batched(name)
-            fast = (_rate_batched(sets[preset], name, severity, preset, device, repeats)
-                    if batched else numpy_rate)
-            row[preset] = (numpy_rate, fast, batched)
-            ratio = f"{fast / numpy_rate:>7.1f}x" if batched else f"{'cpu':>8}"
+            fast = _rate_batched(sets[preset], name, severity, preset, device, repeats)
+            row[preset] = (numpy_rate, fast)
+            ratio = f"{fast / numpy_rate:>7.1f}x"
             cells.append(f"{_fmt(numpy_rate):>14}{_fmt(fast)}{ratio}")
         rates[name] = row
         print(f"{name:<32}{''.join(cells)}", flush=True)
@@ -119,7 +113,6 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
-    logging.getLogger("snc").setLevel(logging.ERROR)  # no fallback warning per call
     rng = np.random.default_rng(0)
     sets = {"cifar": rng.integers(0, 256, (args.n32, 32, 32, 3), dtype=np.uint8),
             "imagenet": rng.integers(0, 256, (args.n224, 224, 224, 3), dtype=np.uint8)}

@@ -28,9 +28,9 @@ not those of the NumPy path (which are not those of the original either); their 
 are the same. :func:`corrupt_in_batches` (set generation) draws per block of :data:`BLOCK`
 images of the set, from one generator per block seeded from (seed, block index)
 (:class:`RandomBlocks`): every draw is made for a whole block and a batch keeps its images'
-rows, Poisson counts (shot_noise) and the per-image CPU fallback take one seed per image drawn
-the same way, so an image's output does not depend on the batch that holds it, on the batch
-size or on the out-of-memory halving.
+rows, and Poisson counts (shot_noise) take one seed per image drawn the same way, so an
+image's output does not depend on the batch that holds it, on the batch size or on the
+out-of-memory halving.
 
 Substitutions where no exact tensor counterpart exists: ImageMagick's motion blur
 (motion_blur, snow) is the kernel model of :mod:`snc.corruptions.motion` with a per-image angle;
@@ -56,8 +56,10 @@ tables), are drawn from the generator with the same distributions; the appliers
 (transverse_chromatic_abberation: SciPy's unprefiltered cubic zoom as one matrix per factor,
 built from SciPy's own 1-D zoom, within one grey level).
 
-Not batched (computed per image by the CPU generator, with a logged warning naming the
-corruption): spatter (OpenCV's Canny edges, distance transform and histogram equalization).
+spatter follows OpenCV step by step: Canny (Sobel with replicated borders, the fixed-point
+sectors of its non-maximum suppression, hysteresis to convergence), the 5 x 5 chamfer distance
+in float32 relaxed until every distance up to the truncation at 20 is final, the 3 x 3 box
+filters, equalizeHist and filter2D; given the NumPy generator's noise it returns its values.
 """
 
 from __future__ import annotations
@@ -333,7 +335,7 @@ class RandomBlocks:
 
     def image_seeds(self) -> list:
         """One 62-bit seed per image of the batch (for draws whose count depends on the
-        image's values, such as Poisson sampling, and for the per-image CPU fallback)."""
+        image's values, such as Poisson sampling)."""
         seeds = self.draw(lambda shape, gen: torch.randint(
             0, 2 ** 62, shape, generator=gen, device=self.device), (self.n,))
         return [int(s) for s in seeds.tolist()]
@@ -793,6 +795,153 @@ def jpeg_compression(x, quality):
     # libjpeg on the CPU (Pillow's codec, so the values are Pillow's); nvJPEG's encoder and
     # decoder differ from it by several grey levels on most values (see the module docstring)
     return _jpeg_roundtrip(x.cpu(), quality, torch.device("cpu")).to(x.device)
+
+
+# ----------------------------------------------------------------------------- spatter
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the 3 x 3 neighbourhood of ``(N, H, W)`` with reflect-101 borders (OpenCV's
+    default)."""
+    h, w = x.shape[1:]
+    p = x[:, _pad_index(h, 1, "reflect101", x.device)][:, :, _pad_index(w, 1, "reflect101",
+                                                                        x.device)]
+    rows = p[:, :, :-2] + p[:, :, 1:-1] + p[:, :, 2:]
+    return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+
+
+def _canny(img: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """``cv2.Canny(img, low, high)`` (aperture 3, L1 gradient) for uint8 ``(N, H, W)``: Sobel
+    with replicated borders, non-maximum suppression in OpenCV's fixed-point sectors, and
+    hysteresis (weak pixels 8-connected to a strong one), iterated to convergence. Returns a
+    bool edge map."""
+    n, h, w = img.shape
+    dev = img.device
+    v = img.to(torch.int64)
+    p = v[:, _pad_index(h, 1, "nearest", dev)][:, :, _pad_index(w, 1, "nearest", dev)]
+    dx = ((p[:, :-2, 2:] + 2 * p[:, 1:-1, 2:] + p[:, 2:, 2:])
+          - (p[:, :-2, :-2] + 2 * p[:, 1:-1, :-2] + p[:, 2:, :-2]))
+    dy = ((p[:, 2:, :-2] + 2 * p[:, 2:, 1:-1] + p[:, 2:, 2:])
+          - (p[:, :-2, :-2] + 2 * p[:, :-2, 1:-1] + p[:, :-2, 2:]))
+    mag = dx.abs() + dy.abs()
+    m = torch.nn.functional.pad(mag, (1, 1, 1, 1))  # neighbours outside count as 0
+
+    def at(dr, dc):
+        return m[:, 1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
+
+    xs, ys = dx.abs(), dy.abs() << 15
+    tg22x = xs * 13573                      # tan(22.5 deg) * 2**15
+    tg67x = tg22x + (xs << 16)
+    horizontal = ys < tg22x
+    vertical = ~horizontal & (ys > tg67x)
+    s = torch.where((dx ^ dy) < 0, -1, 1)
+    # diagonal: neighbours (-1, -s) and (+1, +s)
+    diag_a = torch.where(s < 0, at(-1, 1), at(-1, -1))
+    diag_b = torch.where(s < 0, at(1, -1), at(1, 1))
+    keep = torch.where(horizontal, (mag > at(0, -1)) & (mag >= at(0, 1)),
+                       torch.where(vertical, (mag > at(-1, 0)) & (mag >= at(1, 0)),
+                                   (mag > diag_a) & (mag > diag_b)))
+    weak = keep & (mag > low)
+    edge = weak & (mag > high)
+    weak, edge = weak.to(torch.uint8), edge.to(torch.uint8)
+    while True:  # 8 growth steps (3 x 3 dilations inside the weak pixels) between the checks
+        before = edge
+        for _ in range(8):
+            p = torch.nn.functional.pad(edge, (1, 1, 1, 1))
+            rows = torch.maximum(torch.maximum(p[:, :, :-2], p[:, :, 1:-1]), p[:, :, 2:])
+            edge = torch.maximum(torch.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:]) & weak
+        if torch.equal(edge, before):
+            return edge > 0
+
+
+# OpenCV's 5 x 5 chamfer metric for DIST_L2: 1, 1.4 and 2.1969, added in float32
+_CHAMFER = [(dr, dc, c) for dr in range(-2, 3) for dc in range(-2, 3)
+            for c in [{1: 1.0, 2: 1.4, 5: 2.1969}.get(dr * dr + dc * dc)] if c]
+
+
+def _distance_trunc20(zero: torch.Tensor) -> torch.Tensor:
+    """``min(cv2.distanceTransform(img, DIST_L2, 5), 20)`` where ``zero`` marks the zero
+    pixels of ``img``: every distance is the least float32 sum of the 5 x 5 chamfer weights
+    over a path from a zero pixel (the fixed point OpenCV's two raster passes reach), relaxed
+    until every distance up to 20 is final (such a path has at most 20 moves)."""
+    n, h, w = zero.shape
+    # every value is capped at 20: a path to a distance below 20 only passes values below it
+    cap = torch.tensor(20.0, dtype=torch.float32)
+    d = torch.where(zero, torch.tensor(0.0), cap)
+    steps = [(dr, dc, torch.tensor(c, dtype=torch.float32)) for dr, dc, c in _CHAMFER]
+    for _ in range(21):
+        p = torch.nn.functional.pad(d, (2, 2, 2, 2), value=20.0)
+        new = d
+        for dr, dc, c in steps:
+            new = torch.minimum(new, p[:, 2 + dr:2 + dr + h, 2 + dc:2 + dc + w] + c)
+        if torch.equal(new, d):
+            break
+        d = new
+    return d
+
+
+def _equalize_hist(img: torch.Tensor) -> torch.Tensor:
+    """``cv2.equalizeHist`` per image of uint8 ``(N, H, W)``."""
+    n = img.shape[0]
+    flat = img.reshape(n, -1).to(torch.int64)
+    hist = torch.zeros((n, 256), dtype=torch.int64, device=img.device)
+    hist.scatter_add_(1, flat, torch.ones_like(flat))
+    total = flat.shape[1]
+    first = (hist > 0).to(torch.int64).argmax(1, keepdim=True)          # the lowest value
+    low_count = torch.gather(hist, 1, first)
+    scale = (torch.tensor(255.0, dtype=torch.float32)
+             / (total - low_count).clamp(min=1).to(torch.float32))
+    cum = torch.cumsum(hist, 1) - torch.cumsum(
+        torch.where(torch.arange(256, device=img.device) <= first, hist, 0), 1)
+    lut = torch.round(cum.to(torch.float32) * scale).clamp(0, 255)
+    lut = torch.where(torch.arange(256, device=img.device) <= first, 0.0, lut)
+    lut = torch.where(low_count == total, first.to(torch.float32), lut)  # one grey level
+    return torch.gather(lut, 1, flat).to(torch.uint8).view(img.shape)
+
+
+def _sample_spatter(gen, n, params, h, w):
+    mean, std = params[:2]
+    return {"liquid": _normal(gen, (n, h, w), mean, std)}
+
+
+def _apply_spatter(x, params, p):
+    _, _, sigma, threshold, intensity, mud = params
+    img = _div(x.to(torch.float32), 255.0)
+    liquid = gaussian_filter(p["liquid"], sigma, dims=(1, 2), mode="nearest")
+    liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
+    if mud:
+        m = (liquid > threshold).to(torch.float64)
+        m = gaussian_filter(m, intensity, dims=(1, 2), mode="nearest")
+        m = torch.where(m < 0.8, torch.zeros_like(m), m).unsqueeze(-1)
+        colour = torch.tensor([63, 42, 20], dtype=torch.float64, device=x.device) / 255.0
+        return (img * (1 - m) + colour * m).clamp(0, 1) * 255
+    # numpy's float -> uint8 cast keeps the low byte of the integer part
+    liquid8 = (torch.floor(liquid * 255).to(torch.int64) & 255).to(torch.uint8)
+    dist = _distance_trunc20(_canny(liquid8, 50, 150))
+    ninth = torch.tensor(1 / 9, dtype=torch.float32)
+    dist = torch.floor(_box3(dist) * ninth).to(torch.uint8)            # blur, astype(uint8)
+    dist = _equalize_hist(dist).to(torch.int64)
+    kernel = ((-2, -1, 0), (-1, 1, 1), (0, 1, 2))
+    h, w = dist.shape[1:]
+    pad = dist[:, _pad_index(h, 1, "reflect101", x.device)][
+        :, :, _pad_index(w, 1, "reflect101", x.device)]
+    acc = torch.zeros_like(dist)
+    for i in range(3):
+        for j in range(3):
+            if kernel[i][j]:
+                acc += kernel[i][j] * pad[:, i:i + h, j:j + w]
+    dist = acc.clamp(0, 255)                                             # filter2D, CV_8U
+    dist = torch.round(_box3(dist).to(torch.float32) * ninth).to(torch.float32)  # 8-bit blur
+    m = liquid8.to(torch.float32) * dist
+    peak = m.amax((1, 2), keepdim=True)
+    m = torch.where(peak > 0, m / torch.where(peak > 0, peak, 1), m)
+    m = (m * intensity).unsqueeze(-1)
+    colour = torch.tensor([175, 238, 238], dtype=torch.float32, device=x.device) / 255.0
+    return (img + m * colour).clamp(0, 1).to(torch.float64) * 255
+
+
+def spatter(x, params, gen):
+    return _apply_spatter(x, params, _sample_spatter(gen, len(x), params, *x.shape[1:3]))
 
 
 # ----------------------------------------------------------------------------- -C-bar
@@ -1453,14 +1602,14 @@ DETERMINISTIC: Dict[str, Callable] = {
 RANDOM: Dict[str, Callable] = {
     "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
     "speckle_noise": speckle_noise, "motion_blur": motion_blur, "glass_blur": glass_blur,
-    "snow": snow, "elastic_transform": elastic_transform,
+    "snow": snow, "elastic_transform": elastic_transform, "spatter": spatter,
 }
 BATCHED = tuple(DETERMINISTIC) + tuple(RANDOM) + ("frost", "fog") + tuple(CBAR_BATCHED)
 
 
 def is_batched(name: str) -> bool:
-    """Whether ``name`` has a batched tensor implementation (else :func:`corrupt_batch` runs the
-    CPU generator per image)."""
+    """Whether ``name`` has a batched tensor implementation (every -C and -C-bar corruption
+    has one)."""
     return name in BATCHED
 
 
@@ -1477,23 +1626,6 @@ def _stack(images: Images) -> torch.Tensor:
     if not images:
         raise ValueError("corrupt_batch got no images")
     return torch.stack(images)
-
-
-def _cpu_fallback(x: torch.Tensor, name: str, severity: int, gen, preset: str) -> torch.Tensor:
-    from snc.corruptions import corrupt
-
-    log.warning("corrupt_batch: %s has no batched implementation; corrupting %d images one by "
-                "one with the CPU generator", name, len(x))
-    stream = _stream(gen, len(x))
-    images = x.cpu().numpy()
-    if stream.single:  # one seed for the batch
-        seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=stream.parts[0][0],
-                                 device=stream.device).item())
-        out = corrupt(images, name, severity, preset=preset, seed=seed)
-    else:  # one seed per image, so that no image's draws depend on the batch
-        out = np.stack([corrupt(img[None], name, severity, preset=preset, seed=sd)[0]
-                        for img, sd in zip(images, stream.image_seeds(), strict=True)])
-    return torch.from_numpy(out).to(x.device)
 
 
 def corrupt_batch(
@@ -1545,8 +1677,6 @@ def corrupt_batch(
                          f"{len(x)}; create it with n=len(images)")
     if len(x) == 0:
         return x.clone()
-    if not is_batched(name):
-        return _cpu_fallback(x, name, severity, generator, preset)
     if name in CBAR_BATCHED:
         from snc.corruptions.cbar import severity_value
 
