@@ -817,7 +817,7 @@ def _canny(img: torch.Tensor, low: int, high: int) -> torch.Tensor:
     bool edge map."""
     n, h, w = img.shape
     dev = img.device
-    v = img.to(torch.int64)
+    v = img.to(torch.int32)  # |dy| << 15 and the sector products stay below 2**31
     p = v[:, _pad_index(h, 1, "nearest", dev)][:, :, _pad_index(w, 1, "nearest", dev)]
     dx = ((p[:, :-2, 2:] + 2 * p[:, 1:-1, 2:] + p[:, 2:, 2:])
           - (p[:, :-2, :-2] + 2 * p[:, 1:-1, :-2] + p[:, 2:, :-2]))
