@@ -866,9 +866,10 @@ def _distance_trunc20(zero: torch.Tensor) -> torch.Tensor:
     until every distance up to 20 is final (such a path has at most 20 moves)."""
     n, h, w = zero.shape
     # every value is capped at 20: a path to a distance below 20 only passes values below it
-    cap = torch.tensor(20.0, dtype=torch.float32)
-    d = torch.where(zero, torch.tensor(0.0), cap)
-    steps = [(dr, dc, torch.tensor(c, dtype=torch.float32)) for dr, dc, c in _CHAMFER]
+    cap = torch.tensor(20.0, dtype=torch.float32, device=zero.device)
+    d = torch.where(zero, torch.zeros_like(cap), cap)
+    steps = [(dr, dc, torch.tensor(c, dtype=torch.float32, device=zero.device))
+             for dr, dc, c in _CHAMFER]
     for _ in range(21):
         p = torch.nn.functional.pad(d, (2, 2, 2, 2), value=20.0)
         new = d
@@ -889,7 +890,7 @@ def _equalize_hist(img: torch.Tensor) -> torch.Tensor:
     total = flat.shape[1]
     first = (hist > 0).to(torch.int64).argmax(1, keepdim=True)          # the lowest value
     low_count = torch.gather(hist, 1, first)
-    scale = (torch.tensor(255.0, dtype=torch.float32)
+    scale = (torch.tensor(255.0, dtype=torch.float32, device=img.device)
              / (total - low_count).clamp(min=1).to(torch.float32))
     cum = torch.cumsum(hist, 1) - torch.cumsum(
         torch.where(torch.arange(256, device=img.device) <= first, hist, 0), 1)
@@ -918,7 +919,7 @@ def _apply_spatter(x, params, p):
     # numpy's float -> uint8 cast keeps the low byte of the integer part
     liquid8 = (torch.floor(liquid * 255).to(torch.int64) & 255).to(torch.uint8)
     dist = _distance_trunc20(_canny(liquid8, 50, 150))
-    ninth = torch.tensor(1 / 9, dtype=torch.float32)
+    ninth = torch.tensor(1 / 9, dtype=torch.float32, device=x.device)
     dist = torch.floor(_box3(dist) * ninth).to(torch.uint8)            # blur, astype(uint8)
     dist = _equalize_hist(dist).to(torch.int64)
     kernel = ((-2, -1, 0), (-1, 1, 1), (0, 1, 2))
@@ -1479,8 +1480,8 @@ def _apply_circular_motion_blur(x, amount: float):
     coef = _apply_axis(_apply_axis(unit, pre, 1), pre, 2)          # (N, S, S, 3)
     indptr, indices, data = _circular_blur_operator(size, float(amount))
     rows = np.repeat(np.arange(size * size), np.diff(indptr))
-    op = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, indices])),
-                                 torch.as_tensor(data), (size * size, size * size),
+    op = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, indices]), device=x.device),
+                                 torch.as_tensor(data, device=x.device), (size * size, size * size),
                                  device=x.device, is_coalesced=True, check_invariants=True)
     flat = coef.permute(1, 2, 0, 3).reshape(size * size, n * 3)
     out = torch.sparse.mm(op, flat).reshape(size, size, n, 3).permute(2, 0, 1, 3)

@@ -156,9 +156,9 @@ def _random_blocks() -> int:
     return BLOCK
 
 
-def _batched_seed(seed: int, name: str, severity: int, chunk: int = 0) -> int:
+def _batched_seed(seed: int, name: str, severity: int) -> int:
     return int(np.random.SeedSequence(
-        [int(seed), zlib.crc32(name.encode()), int(severity), int(chunk)]).generate_state(1)[0])
+        [int(seed), zlib.crc32(name.encode()), int(severity), 0]).generate_state(1)[0])
 
 
 def generate_cifar_style(
