@@ -626,3 +626,15 @@ def test_bench_times_the_named_rows_best_of_repeats(capsys):
     assert "CIFAR-10-C, 10,000" not in out  # a set's estimate needs all its rows
     with pytest.raises(SystemExit):
         main(["--repeats", "0"])
+
+
+def test_cbar_corruptions_run_on_other_square_sizes():
+    from snc.corruptions.cbar import CBAR
+
+    x = np.ascontiguousarray(VECTORS["inputs"][:3, :16, :16])
+    for name in CBAR["cifar"]:
+        out = corrupt_batch(torch.from_numpy(x), name, 1, torch.Generator().manual_seed(0))
+        assert out.shape == x.shape and out.dtype == torch.uint8, name
+    # int(0.05 * 16) = 0 lines at severity 1, as the NumPy generator draws none
+    np.testing.assert_array_equal(corrupt_batch(torch.from_numpy(x), "lines", 1).numpy(), x)
+    np.testing.assert_array_equal(corrupt(x, "lines", 1), x)

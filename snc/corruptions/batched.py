@@ -1547,6 +1547,8 @@ def _line_aa_batch(r0, c0, r1, c1):
 def _apply_lines(x, p):
     n, size = x.shape[:2]
     count = p["draws"].shape[1]
+    if count == 0:  # small images at a low severity: no line (as the original)
+        return x.clone()
     half = p["length"] * size
     a, b = size * p["draws"][..., 0], size * p["draws"][..., 1]
     alpha = (p["angle"].view(n, 1)
