@@ -581,10 +581,15 @@ def frost(x, params, gen, scale: float):
     u = _rand(gen, (n, 2))
     top = torch.floor(u[:, 0] * (sizes[idx, 0] - h)).long()
     left = torch.floor(u[:, 1] * (sizes[idx, 1] - w)).long()
-    r = top.view(n, 1, 1) + torch.arange(h, device=x.device).view(1, h, 1)
-    c = left.view(n, 1, 1) + torch.arange(w, device=x.device).view(1, 1, w)
-    crop = stack[idx.view(n, 1, 1), r, c].to(torch.float64)
-    return (a * x.to(torch.float64) + b * crop).clamp(0, 255)
+    if x.device.type == "cpu":  # a slice per image: a copy of rows, where a gather is slow
+        crop = torch.stack([stack[i, t:t + h, l_:l_ + w] for i, t, l_ in zip(
+            idx.tolist(), top.tolist(), left.tolist(), strict=True)])
+    else:
+        r = top.view(n, 1, 1) + torch.arange(h, device=x.device).view(1, h, 1)
+        c = left.view(n, 1, 1) + torch.arange(w, device=x.device).view(1, 1, w)
+        crop = stack[idx.view(n, 1, 1), r, c]
+    out = x.to(torch.float64).mul_(a)   # a x + b crop, in place
+    return out.add_(crop.to(torch.float64).mul_(b)).clamp_(0, 255)
 
 
 def plasma_fractal(gen, n: int, mapsize: int, wibbledecay: float, device) -> torch.Tensor:
