@@ -36,11 +36,15 @@ def _check_bound(out, ref, name, what):
     assert (diff > 0).mean() <= frac, (name, what, (diff > 0).mean())
 
 
-def test_every_corruption_is_batched_or_named_as_falling_back():
-    assert set(ALL_CORRUPTIONS) - set(BATCHED) == {"spatter"}
+def test_every_corruption_is_batched():
+    from snc.corruptions.cbar import CBAR_ALL
+
+    assert set(ALL_CORRUPTIONS) <= set(BATCHED) and all(is_batched(n) for n in CBAR_ALL)
     assert set(BATCHED) - set(ALL_CORRUPTIONS) == {
         "blue_noise_sample", "brownish_noise", "single_frequency_greyscale",
-        "cocentric_sine_waves", "ripple", "plasma_noise"}
+        "cocentric_sine_waves", "ripple", "plasma_noise", "checkerboard_cutout",
+        "inverse_sparkles", "sparkles", "pinch_and_twirl", "transverse_chromatic_abberation",
+        "perlin_noise", "caustic_refraction", "circular_motion_blur", "lines"}
     assert set(DETERMINISTIC) == set(ALL_CORRUPTIONS) - RANDOM_CORRUPTIONS
 
 
@@ -62,6 +66,22 @@ def test_deterministic_match_the_cpu_generator_at_64px(name):
         out = corrupt_batch(torch.from_numpy(x), name, severity, preset="tinyimagenet")
         _check_bound(out.numpy(), corrupt(x, name, severity, preset="tinyimagenet"), name,
                      severity)
+
+
+def test_defocus_blur_through_a_dft_matches_the_cpu_generator():
+    # the CPU path from 128 px on; checked here at 64 px, on every severity of both tables
+    from snc.corruptions.batched import _defocus_fft, _defocus_separable
+    from snc.corruptions.params import PARAMS
+    from snc.data.synthetic import make_synthetic
+
+    x, _ = make_synthetic(4, seed=3, size=64)
+    for preset in ("tinyimagenet", "imagenet"):
+        for severity in range(1, 6):
+            params = PARAMS[preset]["defocus_blur"][severity - 1]
+            ref = corrupt(x, "defocus_blur", severity, preset=preset)
+            for fn in (_defocus_fft, _defocus_separable):
+                out = fn(torch.from_numpy(x), params).to(torch.uint8).numpy()
+                _check_bound(out, ref, "defocus_blur", (preset, severity, fn.__name__))
 
 
 @pytest.mark.slow
@@ -160,7 +180,9 @@ def _cbar_cases():
     from snc.corruptions.batched import CBAR_BATCHED
     from snc.corruptions.cbar import CBAR
 
-    return [(b, n) for b in CBAR_RUNS for n in CBAR[b] if n in CBAR_BATCHED]
+    # 224 px cases are slow
+    return [pytest.param(b, n, marks=[pytest.mark.slow] if b == "imagenet" else [])
+            for b in CBAR_RUNS for n in CBAR[b] if n in CBAR_BATCHED]
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -187,16 +209,139 @@ def test_cbar_match_the_recorded_statistics(preset, name, device):
             assert np.all(delta <= bound), (name, k, field, delta, bound)
 
 
-def test_unbatched_corruptions_fall_back_with_a_warning(caplog):
-    x = torch.from_numpy(VECTORS["inputs"][:3])
-    assert not is_batched("spatter") and not is_batched("lines")
-    with caplog.at_level(logging.WARNING, logger="snc"):
-        out = corrupt_batch(x, "spatter", 2, torch.Generator().manual_seed(0))
-        bar = corrupt_batch(x, "lines", 2, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and out.dtype == torch.uint8 and bar.shape == x.shape
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("spatter" in m and "CPU" in m for m in messages)
-    assert any("lines" in m and "CPU" in m for m in messages)
+def _cbar_params(name, plist, size, s):
+    """The CPU generator's parameters of ``plist`` (private draws replayed from their seeds) as
+    the batched applier's tensors."""
+    from snc.corruptions import cbar
+    from snc.corruptions.batched import RAYS
+
+    n = len(plist)
+
+    def t(a):
+        return torch.tensor(np.asarray(a), dtype=torch.float64)
+
+    if name == "checkerboard_cutout":
+        most = int(4 * size // max(0.1 * size, 1))
+        table = np.ones((n, most, most))
+        for i, p in enumerate(plist):
+            grid = int(4 * size // max(p["scales"][0], 1))
+            table[i, :grid, :grid] = np.random.RandomState(p["seed"]).uniform(size=(grid, grid))
+        return {"angle": t([p["angle"] for p in plist]), "fraction": plist[0]["fraction"],
+                "scale": t([p["scales"][0] for p in plist]), "table": t(table)}
+    if name in ("inverse_sparkles", "sparkles"):
+        one = name == "inverse_sparkles"
+        z = np.zeros((n, 1 if one else 5, RAYS))
+        for i, p in enumerate(plist):
+            prs = np.random.RandomState(p["seed"])
+            for j, k in enumerate([p["rays"]] if one else p["nrays"]):
+                z[i, j, :k] = [prs.randn() for _ in range(k)]
+        if one:
+            return {"center": t([p["center"] for p in plist]), "radius": plist[0]["radius"],
+                    "rays": torch.tensor([p["rays"] for p in plist]), "z": t(z[:, 0]),
+                    "amount": plist[0]["amount"]}
+        return {"centers": t([p["centers"] for p in plist]), "radius": plist[0]["radii"][0],
+                "rays": torch.tensor(np.array([p["nrays"] for p in plist])), "z": t(z)}
+    if name == "pinch_and_twirl":
+        return {"angles": t([p["angles"] for p in plist]), "amount": plist[0]["amount"]}
+    if name == "transverse_chromatic_abberation":
+        z = cbar.level(s, 0.5)
+        factors = np.array([1.0, 1 + z / 2, 1 + z])
+        perm = [[int(np.argmin(np.abs(factors - v))) for v in p["scales"]] for p in plist]
+        return {"factors": t(factors), "perm": torch.tensor(perm)}
+    if name == "lines":
+        count = int(plist[0]["density"] * size)
+        draws = np.zeros((n, count, 3))
+        for i, p in enumerate(plist):
+            prs = np.random.RandomState(p["seed"])
+            draws[i] = [[prs.uniform(), prs.uniform(), prs.uniform()] for _ in range(count)]
+        return {"angle": t([p["angle"] for p in plist]), "length": plist[0]["length"],
+                "angle_variation": t([p["angle_variation"] for p in plist]), "draws": t(draws)}
+    if name == "caustic_refraction":
+        return {"time": t([p["time"] for p in plist]), "size": t([p["size"] for p in plist]),
+                "eta": plist[0]["eta"], "lens_scale": plist[0]["lens_scale"],
+                "lighting_amount": plist[0]["lighting_amount"], "softening": plist[0]["softening"]}
+    assert name == "perlin_noise", name
+    grads, perm = np.zeros((n, 256, 2)), np.zeros((n, 256), np.int64)
+    for i, p in enumerate(plist):
+        table, g = cbar._perlin_tables(np.random.RandomState(p["seed"]))
+        perm[i], grads[i] = table[:256], g[:256]
+    return {"mu": plist[0]["m"][0][0], "grads": t(grads), "perm": torch.tensor(perm),
+            "alpha": plist[0]["alpha"]}
+
+
+# (largest difference, largest fraction of differing values) of the appliers replaying the CPU
+# generator's parameters; transverse_chromatic_abberation: its matrices are SciPy's 1-D zooms,
+# summed in another order than SciPy's 2-D zoom, whose uint8 output rounds half up
+CBAR_REPLAY = {("checkerboard_cutout", "cifar"): (0, 0.0), ("inverse_sparkles", "cifar"): (0, 0.0),
+               ("sparkles", "cifar"): (0, 0.0), ("pinch_and_twirl", "cifar"): (0, 0.0),
+               ("lines", "cifar"): (0, 0.0),
+               ("transverse_chromatic_abberation", "cifar"): (1, 0.01),
+               ("checkerboard_cutout", "imagenet"): (0, 0.0),
+               ("inverse_sparkles", "imagenet"): (0, 0.0), ("sparkles", "imagenet"): (0, 0.0),
+               ("perlin_noise", "imagenet"): (0, 0.0), ("caustic_refraction", "imagenet"): (0, 0.0)}
+
+
+@pytest.mark.parametrize("name, preset", [
+    pytest.param(n, p, marks=[pytest.mark.slow] if p == "imagenet" else [])
+    for n, p in sorted(CBAR_REPLAY)])
+def test_cbar_appliers_replay_the_cpu_generator(name, preset):
+    from snc.corruptions import batched, cbar
+
+    images = np.load(CBAR_DATA / f"{preset}_cbar.npz")["inputs"]
+    size = images.shape[1]
+    top, frac = CBAR_REPLAY[(name, preset)]
+    for k in range(1, 6):
+        s = cbar.severity_value(name, k, preset)
+        rng = np.random.RandomState(k)
+        plist = [cbar.sample_params(name, s, size, rng) for _ in images]
+        ref = np.stack([cbar.apply_params(img, name, p) for img, p in zip(images, plist,
+                                                                         strict=True)])
+        out = getattr(batched, f"_apply_{name}")(torch.from_numpy(images),
+                                                 _cbar_params(name, plist, size, s)).numpy()
+        diff = np.abs(out.astype(int) - ref.astype(int))
+        assert (ref != images).mean() > 0.001, (name, k)  # the replay compares a change
+        assert diff.max() <= top and (diff > 0).mean() <= frac, (name, k, diff.max(),
+                                                               (diff > 0).mean())
+
+
+def test_circular_motion_blur_matches_the_original_and_the_cpu_generator():
+    # the 21 rotations as one sparse operator in float64, where the original sums float32
+    # rotations: at most 1 grey level on at most 0.1 % of the values
+    from snc.data.synthetic import make_synthetic
+
+    data = np.load(CBAR_DATA / "cifar_cbar.npz")
+    x = data["inputs"]
+    y, _ = make_synthetic(4, seed=2, size=64)
+    for k in range(1, 6):
+        for images, ref in ((x, data[f"circular_motion_blur_{k}"]),
+                            (y, corrupt(y, "circular_motion_blur", k))):
+            out = corrupt_batch(torch.from_numpy(images), "circular_motion_blur", k).numpy()
+            diff = np.abs(out.astype(int) - ref.astype(int))
+            assert (ref != images).mean() > 0.1
+            assert diff.max() <= 1 and (diff > 0).mean() <= 0.001, (k, diff.max())
+
+
+@pytest.mark.parametrize("preset", ["cifar", "tinyimagenet",
+                                    pytest.param("imagenet", marks=pytest.mark.slow)])
+def test_spatter_replays_the_cpu_generator(preset):
+    # the batched applier given the NumPy generator's noise fields: every step of OpenCV's
+    # (Canny, distance transform, box filters, equalizeHist, filter2D) and the mud branch
+    from snc.corruptions import corruption_seed
+    from snc.corruptions.batched import _apply_spatter
+    from snc.corruptions.params import PARAMS
+    from snc.data.synthetic import make_synthetic
+
+    x = {"cifar": VECTORS["inputs"], "imagenet": MOTION["imagenet_inputs"],
+         "tinyimagenet": make_synthetic(6, seed=2, size=64)[0]}[preset]
+    for severity in range(1, 6):
+        params = PARAMS[preset]["spatter"][severity - 1]
+        rng = np.random.default_rng(corruption_seed(3, "spatter", severity))
+        liquid = np.stack([rng.normal(size=x.shape[1:3], loc=params[0], scale=params[1])
+                           for _ in x])
+        ref = corrupt(x, "spatter", severity, preset=preset, seed=3)
+        out = _apply_spatter(torch.from_numpy(x), params, {"liquid": torch.from_numpy(liquid)})
+        assert (ref != x).mean() > 0.01
+        np.testing.assert_array_equal(out.to(torch.uint8).numpy(), ref, err_msg=str(severity))
 
 
 def test_bad_inputs():
@@ -358,3 +503,138 @@ def test_cuda_deterministic_match_the_cpu_generator(name):
 def test_cuda_random_match_the_recorded_statistics(name):
     _check_recorded_statistics(name, "cifar", 3, "cuda")
     _check_recorded_statistics(name, "imagenet", 1, "cuda")
+
+
+# ----------------------------------------------------------- independence of the batch size
+
+BLOCK_CASES = [("gaussian_noise", "cifar"), ("shot_noise", "cifar"), ("glass_blur", "cifar"),
+               ("ripple", "cifar"), ("brownish_noise", "cifar"), ("spatter", "cifar")]
+
+
+def _seventy() -> np.ndarray:
+    return np.concatenate([_real64(), VECTORS["inputs"][:6]])  # 70 images: 2 blocks and a part
+
+
+@pytest.mark.parametrize("name, preset", BLOCK_CASES)
+def test_random_sets_do_not_depend_on_the_batch_size(name, preset):
+    from snc.corruptions.batched import corrupt_in_batches
+
+    x = _seventy()
+    whole = corrupt_in_batches(x, name, 3, seed=5, device="cpu", preset=preset, batch_size=500)
+    assert (whole != x).mean() > 0.01  # the corruption did something
+    for batch_size in (1, 7, 33, 64):
+        out = corrupt_in_batches(x, name, 3, seed=5, device="cpu", preset=preset,
+                                 batch_size=batch_size)
+        np.testing.assert_array_equal(out, whole, err_msg=f"{name} batch_size={batch_size}")
+    # a part of the set corrupted alone, given its place in the set, is that part of the set
+    part = corrupt_in_batches(x[20:50], name, 3, seed=5, device="cpu", preset=preset,
+                              batch_size=9, first=20)
+    np.testing.assert_array_equal(part, whole[20:50])
+    other = corrupt_in_batches(x, name, 3, seed=6, device="cpu", preset=preset, batch_size=500)
+    assert not np.array_equal(other, whole)
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "glass_blur", "ripple"])
+def test_out_of_memory_halving_keeps_the_result(monkeypatch, caplog, name):
+    from snc.corruptions import batched
+
+    x = _seventy()
+    expected = batched.corrupt_in_batches(x, name, 2, seed=1, device="cpu", batch_size=500)
+    calls = []
+    real = batched.corrupt_batch
+
+    def small_memory(images, *args, **kwargs):
+        calls.append(len(images))
+        if len(images) > 20:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(images, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "corrupt_batch", small_memory)
+    with caplog.at_level(logging.WARNING, logger="snc"):
+        out = batched.corrupt_in_batches(x, name, 2, seed=1, device="cpu", batch_size=64)
+    np.testing.assert_array_equal(out, expected)
+    assert calls[:3] == [64, 32, 16] and max(calls[3:]) <= 16  # halved down to 16, kept
+    assert any("batches of 16" in r.getMessage() for r in caplog.records)
+
+
+def test_random_blocks_cover_the_batch_and_check_their_input():
+    from snc.corruptions.batched import BLOCK, RandomBlocks, corrupt_in_batches
+
+    stream = RandomBlocks(0, first=BLOCK - 3, n=BLOCK + 5, device="cpu")
+    assert [(rows, lo, hi) for _, rows, lo, hi in stream.parts] == [
+        (BLOCK, BLOCK - 3, BLOCK), (BLOCK, 0, BLOCK), (BLOCK, 0, 2)]
+    x = torch.from_numpy(VECTORS["inputs"][:4])
+    with pytest.raises(ValueError, match="covers 5 images.*n=len"):
+        corrupt_batch(x, "gaussian_noise", 1, RandomBlocks(0, 0, 5, "cpu"))
+    with pytest.raises(ValueError, match="first >= 0"):
+        RandomBlocks(0, -1, 5, "cpu")
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        corrupt_in_batches(VECTORS["inputs"][:4], "gaussian_noise", 1, seed=0, device="cpu",
+                           batch_size=0)
+
+
+def test_batched_sets_resume_with_another_batch_size(tmp_path):
+    from snc.corruptions.sets import MANIFEST, generate_cifar_style, load_cifar_c
+
+    x, labels = _seventy(), np.arange(70)
+    a = generate_cifar_style(x, labels, tmp_path / "a", corruptions=["snow", "glass_blur"],
+                             progress=False, batched=True, batch_size=500)
+    assert a["random_blocks"] == 32
+    # half made with batches of 7, finished with batches of 64: the same files
+    generate_cifar_style(x, labels, tmp_path / "b", corruptions=["snow"], progress=False,
+                         batched=True, batch_size=7)
+    b = generate_cifar_style(x, labels, tmp_path / "b", corruptions=["snow", "glass_blur"],
+                             progress=False, batched=True, batch_size=64)
+    assert a["files"] == b["files"] and b["batch_size"] == 64
+    np.testing.assert_array_equal(load_cifar_c(tmp_path / "b", "snow", verify=True)[0],
+                                  load_cifar_c(tmp_path / "a", "snow")[0])
+    # a set made before the per-block draws (no "random_blocks") is not completed
+    old = json.loads((tmp_path / "a" / MANIFEST).read_text())
+    del old["random_blocks"]
+    (tmp_path / "a" / MANIFEST).write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="other settings"):
+        generate_cifar_style(x, labels, tmp_path / "a", corruptions=["snow"], progress=False,
+                             batched=True)
+
+
+def test_batched_folder_sets_do_not_depend_on_the_chunk(tmp_path):
+    from PIL import Image
+
+    from snc.corruptions.sets import generate_imagenet_style
+
+    src = tmp_path / "val" / "n01440764"
+    src.mkdir(parents=True)
+    for i, img in enumerate(VECTORS["inputs"][:5]):
+        Image.fromarray(img).save(src / f"{i}.png")
+    for chunk in (2, 5):
+        generate_imagenet_style(tmp_path / "val", tmp_path / f"c{chunk}", corruptions=[
+            "gaussian_noise"], preset="cifar", progress=False, batched=True,
+            resize_crop=False, chunk=chunk)
+    for s in range(1, 6):
+        for i in range(5):
+            rel = Path("gaussian_noise") / str(s) / "n01440764" / f"{i}.JPEG"
+            assert (tmp_path / "c2" / rel).read_bytes() == (tmp_path / "c5" / rel).read_bytes()
+
+
+def test_bench_times_the_named_rows_best_of_repeats(capsys):
+    from snc.cli.bench_corruptions import main
+
+    assert main(["--n32", "4", "--n224", "1", "--repeats", "2", "--corruptions", "contrast",
+                 "ripple"]) == 0
+    out = capsys.readouterr().out
+    assert "contrast" in out and "ripple" in out and "fog" not in out
+    assert "CIFAR-10-C, 10,000" not in out  # a set's estimate needs all its rows
+    with pytest.raises(SystemExit):
+        main(["--repeats", "0"])
+
+
+def test_cbar_corruptions_run_on_other_square_sizes():
+    from snc.corruptions.cbar import CBAR
+
+    x = np.ascontiguousarray(VECTORS["inputs"][:3, :16, :16])
+    for name in CBAR["cifar"]:
+        out = corrupt_batch(torch.from_numpy(x), name, 1, torch.Generator().manual_seed(0))
+        assert out.shape == x.shape and out.dtype == torch.uint8, name
+    # int(0.05 * 16) = 0 lines at severity 1, as the NumPy generator draws none
+    np.testing.assert_array_equal(corrupt_batch(torch.from_numpy(x), "lines", 1).numpy(), x)
+    np.testing.assert_array_equal(corrupt(x, "lines", 1), x)

@@ -20,9 +20,10 @@ SHA-256 per file and "generated": true.
 sets and hashes of earlier versions. --device cuda runs the batched corruptions on the GPU,
 --batch-size images at a time (halved and logged on out-of-memory), one process; their random
 draws differ from the NumPy ones (same distributions), and the manifest records the backend, so
-the two never mix in one folder. --device auto picks cuda when available, else the exact CPU
-path. Corruptions without a batched form (spatter, -C-bar) run per image on the CPU, with a
-warning naming them.
+the two never mix in one folder. The draws are made per block of 32 images of the set, so the
+output does not depend on --batch-size (a set may be resumed with another one). --device auto
+picks cuda when available, else the exact CPU path. Every -C and -C-bar corruption has a
+batched form.
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ a SHA-256 per file, so it is never mistaken for (or reported as) the published s
 Devices: ``device="cpu"`` (the default) runs the exact per-image NumPy generator, so sets and
 their hashes stay those of earlier versions; ``device="cuda"`` (or ``"auto"`` with a GPU) runs
 the batched tensor corruptions of :mod:`snc.corruptions.batched`, whose random draws differ from
-the NumPy ones (same distributions); such a set records ``"backend"`` and ``"batch_size"`` in its
-manifest, so the two are never mixed in one folder.
+the NumPy ones (same distributions); such a set records ``"backend"`` and ``"random_blocks"``
+in its manifest, so the two are never mixed in one folder. Its random draws are made per block
+of images of the set (:class:`snc.corruptions.batched.RandomBlocks`), so it does not depend on
+the batch size (recorded as ``"batch_size"``, informative only).
 """
 
 from __future__ import annotations
@@ -148,9 +150,15 @@ def _backend(device: str, batched: Optional[bool]):
     return dev, f"batched-{dev.type}"
 
 
-def _batched_seed(seed: int, name: str, severity: int, chunk: int = 0) -> int:
+def _random_blocks() -> int:
+    from snc.corruptions.batched import BLOCK
+
+    return BLOCK
+
+
+def _batched_seed(seed: int, name: str, severity: int) -> int:
     return int(np.random.SeedSequence(
-        [int(seed), zlib.crc32(name.encode()), int(severity), int(chunk)]).generate_state(1)[0])
+        [int(seed), zlib.crc32(name.encode()), int(severity), 0]).generate_state(1)[0])
 
 
 def generate_cifar_style(
@@ -194,7 +202,8 @@ def generate_cifar_style(
             process, ``batch_size`` images at a time (halved on CUDA out-of-memory, logged).
         batched: force the batched path (``True``, also on the CPU) or the exact one
             (``False``); default: batched on a GPU only.
-        batch_size: images per batch on the batched path (recorded: random draws depend on it).
+        batch_size: images per batch on the batched path (recorded; the result does not depend
+            on it, so a set may be resumed with another one).
 
     Returns:
         The manifest written to ``out_dir/manifest.json``.
@@ -214,10 +223,11 @@ def generate_cifar_style(
                 "generator_version": GENERATOR_VERSION,
                 "source_sha256": source_digest or array_digest(images, labels)}
     if backend:
-        settings.update(backend=backend, batch_size=int(batch_size))
-    keys = set(settings) | {"backend", "batch_size"}  # an exact set has neither
+        settings.update(backend=backend, random_blocks=_random_blocks(),
+                        batch_size=int(batch_size))
+    keys = set(settings) | {"backend", "random_blocks"}  # an exact set has neither
     if manifest.get("generated") and any(manifest.get(k) != settings.get(k) for k in keys
-                                         if k != "source"):
+                                         if k not in ("source", "batch_size")):
         raise ValueError(f"{out_dir} holds a set generated with other settings "
                          f"({ {k: manifest.get(k) for k in settings} }); use another --out")
     files = dict(manifest.get("files", {}))
@@ -347,7 +357,7 @@ def list_image_folder(root: Path) -> List[Tuple[str, Path]]:
 
 def _imagenet_job(args):
     items, out_dir, corruptions, preset, seed, resize_crop, index = args[:7]
-    dev = args[7] if len(args) > 7 else None
+    dev, first = args[7:9] if len(args) > 7 else (None, 0)
     from PIL import Image
 
     from snc.data.imagenet import eval_geometry
@@ -363,9 +373,11 @@ def _imagenet_job(args):
             else:
                 from snc.corruptions.batched import corrupt_in_batches
 
+                # the random blocks are those of the whole folder (first: the chunk's
+                # first image), so the output does not depend on the chunk size
                 out = corrupt_in_batches(batch, name, s, device=dev, preset=preset,
-                                         seed=_batched_seed(chunk_seed, name, s),
-                                         batch_size=len(batch))
+                                         seed=_batched_seed(seed, name, s),
+                                         batch_size=len(batch), first=first)
             for (cls, path), img in zip(items, out, strict=True):
                 dest = Path(out_dir) / name / str(s) / cls / (path.stem + ".JPEG")
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -392,7 +404,8 @@ def generate_imagenet_style(
     class-folder dataset ``source`` (Resize(256) + CenterCrop(224) first, as published, unless
     ``resize_crop=False``). Resumable: chunks whose every output file exists are skipped.
     ``device``/``batched`` as :func:`generate_cifar_style`; the batched path corrupts ``chunk``
-    images at a time in one process (``workers`` is then ignored)."""
+    images at a time in one process (``workers`` is then ignored); its random draws are made per
+    block of the folder's images, so the result does not depend on ``chunk``."""
     from tqdm.auto import tqdm
 
     items = list_image_folder(Path(source))
@@ -405,7 +418,7 @@ def generate_imagenet_style(
 
     dev, backend = _backend(device, batched)
     jobs = [(items[i:i + chunk], str(out_dir), tuple(corruptions), preset, seed, resize_crop,
-             i // chunk) + ((dev,) if backend else ()) for i in range(0, len(items), chunk)]
+             i // chunk) + ((dev, i) if backend else ()) for i in range(0, len(items), chunk)]
     jobs = [j for j in jobs if not done(j[0])]
     if backend and workers > 1:
         log.info("batched corruption on %s: one process (workers=%d ignored)", dev, workers)
@@ -423,7 +436,8 @@ def generate_imagenet_style(
                 "generator_version": GENERATOR_VERSION,
                 "source_listing_sha256": folder_digest(Path(source)),
                 "layout": "imagenet", "corruptions": list(corruptions), "jpeg_quality": 85,
-                **({"backend": backend, "batch_size": int(chunk)} if backend else {}),
+                **({"backend": backend, "random_blocks": _random_blocks(),
+                    "batch_size": int(chunk)} if backend else {}),
                 "note": "generated by snc; not the published ImageNet-C set"}
     _atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
     return manifest
