@@ -236,7 +236,7 @@ def classify_variants(cfg, device, images, labels, compiled: bool
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from snc.cli import bench_tasks  # fixmatch / segment / text: snc/cli/bench_tasks.py
+    from snc.cli import bench_tasks  # fixmatch / segment / text / dg: snc/cli/bench_tasks.py
 
     task = bench_tasks.task_name(argv)
     if task != "classify":

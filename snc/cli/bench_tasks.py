@@ -1,13 +1,16 @@
-"""Speed of the non-classification tasks (``task=fixmatch | segment | text``): scripts/bench.py.
+"""Speed of the non-classification tasks (``task=fixmatch | segment | text | dg``):
+scripts/bench.py.
 
     python scripts/bench.py task=fixmatch [overrides]
     python scripts/bench.py task=segment  [overrides]
     python scripts/bench.py task=text     [overrides]
+    python scripts/bench.py task=dg dataset=pacs protocol=domainbed [overrides]
 
 Each mode composes the task's demo preset (``experiment=<task>_demo`` unless an ``experiment=``
-is given) with the overrides, builds the task through its own ``setup(RunContext(...))`` and
-times ``next(task.train)`` + ``task.training_step`` + backward + optimizer step (+ FixMatch's
-EMA update), i.e. what the engine runs per step.
+is given; ``dg``: no preset, ``dataset=dg_synthetic`` unless a dataset is given) with the
+overrides, builds the task through its own ``setup(RunContext(...))`` and times
+``next(task.train)`` + ``task.training_step`` + backward + optimizer step (+ FixMatch's EMA
+update), i.e. what the engine runs per step.
 
 - ``fixmatch``: snc's device pipeline (the dataset resident on the device, batched weak/strong
   augmentation there, one concatenated forward) against the pipeline of the public FixMatch
@@ -26,11 +29,25 @@ EMA update), i.e. what the engine runs per step.
 - ``text``: training and evaluation sentences/s (IMDb-style reviews; evaluation over the
   validation, source and target splits) and the GloVe load time, first parse
   (:mod:`snc.reference.text`: a fresh copy of the GloVe file each time) vs the ``.npy`` cache.
+- ``dg``: snc's path (every image decoded once with Pillow at ``dataset.image_size`` and kept
+  on the device as uint8; random resized crop, flip, colour jitter and greyscale made on whole
+  batches there, :class:`snc.data.dg.DomainBatches`) against the reference of the sampling
+  (:mod:`snc.reference.dg`): ``balanced``: DomainBed's (``ImageFolder`` + PIL transforms per
+  file, one ``InfiniteDataLoader`` per source domain, the batches concatenated, ERM's step,
+  BatchNorm frozen as the task's ``freeze_bn``); ``random``: Dassl's (one loader over the union,
+  Resize + Random2DTranslation + flip, its Vanilla step). Same network (SelfNorm, if any, with
+  the official ops on the reference) and optimizer settings; the reference in fp32. Times the
+  training step and the data path alone (the batch on the device, no model: on a CPU the model
+  dominates the step), and snc's one-off decode. A published dataset whose folder is missing
+  (e.g. ``dataset=pacs`` offline) is replaced by a stand-in in its layout, written to a
+  temporary folder (generated renderings at its image size, PACS: 227 px): the header says so;
+  those numbers are about the pipeline, not the data. ``dataset.test_domain`` defaults to the
+  last domain.
 
 Timing (:mod:`snc.cli.bench_harness`): warm-up first, then the variants interleaved (below);
 the median on CPU, the mean and standard deviation with CUDA synchronisation on GPUs. The
-last line is ``speedup_vs_reference=<reference time / snc time>`` (fixmatch, segment: training
-step) or ``glove_cache_speedup=<parse time / cached load time>`` (text).
+last line is ``speedup_vs_reference=<reference time / snc time>`` (fixmatch, segment, dg:
+training step) or ``glove_cache_speedup=<parse time / cached load time>`` (text).
 
 Training steps of snc and of the reference alternate in ``rounds`` blocks (default 2), each
 block after ``lead`` untimed steps (default ``2 * workers`` = the reference's prefetch depth),
@@ -41,7 +58,8 @@ reference batches made while snc was being timed
 Bench-only options (prefix ``+bench.``): ``steps`` (timed steps per variant; 6 on CPU, 20 on
 CUDA), ``warmup`` (1 / 5), ``rounds`` (2), ``lead`` (2 x workers), ``repeats`` (timed
 evaluation / GloVe repetitions; 3 / 5), ``workers`` (reference DataLoader workers per loader,
-2), ``eval_images`` (segment: the first source val images evaluated, 8).
+2), ``eval_images`` (segment: the first source val images evaluated, 8); ``dg``: ``images``
+(the stand-in's images in all, 560), ``decode`` (time the one-off decode, true).
 """
 
 from __future__ import annotations
@@ -315,7 +333,188 @@ def bench_text(argv: Sequence[str]) -> int:
     return 0
 
 
-MODES = {"fixmatch": bench_fixmatch, "segment": bench_segment, "text": bench_text}
+# ----- domain generalization -----------------------------------------------------------------
+
+# Published sets the bench can stand in for when their folder is missing: image size of the
+# files and class folder names.
+STAND_INS = {"pacs": (227, ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person"))}
+
+
+def dg_config(argv: Sequence[str]):
+    """The ``task=dg`` config of ``argv`` (no demo preset; ``dataset=dg_synthetic`` unless a
+    dataset is given); ``dataset.test_domain`` defaults to the dataset's last domain."""
+    from omegaconf import open_dict
+
+    keys = {a.lstrip("+~").split("=", 1)[0] for a in argv}
+    base = [] if "logger" in keys else ["logger=none"]
+    if "dataset" not in keys:
+        base.append("dataset=dg_synthetic")
+    cfg = compose_config(base + list(argv))
+    if cfg.dataset.get("test_domain") is None and cfg.dataset.get("domains"):
+        with open_dict(cfg):
+            cfg.dataset.test_domain = str(list(cfg.dataset.domains)[-1])
+    return cfg
+
+
+def dg_data(cfg, images: int, stack: ExitStack) -> str:
+    """Makes ``cfg.dataset`` point at data: the generated set (written once under
+    ``paths.data_dir``), the published folder when present, else a stand-in written to a
+    temporary folder in the published layout (``images`` in all, generated renderings at the
+    published image size; ``paths.data_dir`` moved there too, for the decode cache). Returns
+    the header's description of the data."""
+    import math
+
+    from omegaconf import open_dict
+
+    from snc.data.dg import write_domain_folder
+    from snc.errors import ConfigError
+    from snc.tasks.dg import DomainGeneralization
+
+    ds = cfg.dataset
+    name = str(ds.name)
+    if ds.get("generated"):
+        DomainGeneralization(cfg).fetch()
+        return f"{name} (generated, {int(ds.image_size)} px)"
+    try:
+        root = DomainGeneralization(cfg).root()
+        present = root.is_dir()
+    except (ImportError, ConfigError):  # no registered folder for it in this installation
+        root, present = None, False
+    if present:
+        return f"{name} ({root})"
+    domains = tuple(str(d) for d in ds.domains)
+    size, classes = STAND_INS.get(name, (int(ds.image_size), tuple(
+        f"class{i:03d}" for i in range(int(ds.num_classes)))))
+    per_class = max(1, math.ceil(images / (len(domains) * len(classes))))
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="snc-bench-dg-")))
+    folder = write_domain_folder(tmp / name, per_class=per_class, size=size, domains=domains,
+                                 classes=classes)
+    with open_dict(cfg):
+        cfg.dataset.root = str(folder)
+        cfg.paths.data_dir = str(tmp)
+    n = per_class * len(domains) * len(classes)
+    return (f"{name} STAND-IN (its folder is missing: {n} generated PNG images in its layout, "
+            f"{len(domains)} domains x {len(classes)} classes, {size} x {size} px; the numbers "
+            "are about the pipeline, not the data)")
+
+
+def dg_reference(task, cfg, device: torch.device, workers: int):
+    """The reference of ``task.sampling``: DomainBed's per-domain loaders and ERM step
+    (``balanced``) or Dassl's union loader and Vanilla step (``random``), on a new copy of
+    the network with the same optimizer settings (:mod:`snc.reference.dg`)."""
+    from snc.reference import dg as ref
+
+    torch.manual_seed(int(cfg.seed))
+    model = task.build_model(pretrained=False).to(device)
+    opt = optimizer_for(cfg, task.param_groups(model))
+    c, folder, b = task.crop, task.folder, int(cfg.batch_size)
+    mean, std = list(cfg.dataset.mean), list(cfg.dataset.std)
+    if task.sampling == "balanced":
+        small = {d: len(task.splits[d][0]) for d in task.sources if len(task.splits[d][0]) < b}
+        if small:  # its RandomSampler draws len(split) indices per pass: no full batch, ever
+            from snc.errors import ConfigError
+
+            raise ConfigError(f"the training split of {small} is smaller than batch_size={b}: "
+                              "DomainBed's loader (drop_last) would never yield a batch; use "
+                              "more images (+bench.images, dataset.per_class) or a smaller "
+                              "batch_size")
+        transform = ref.domainbed_transform(c.size, c.scale, c.jitter, c.grayscale, mean, std,
+                                            flip=c.flip)
+        batches = ref.domainbed_loaders(str(folder.root), task.sources,
+                                        {d: task.splits[d][0] for d in task.sources},
+                                        transform, b, workers)
+        return ref.ERMStep(model, opt, batches, device, freeze_bn=bool(cfg.task.freeze_bn))
+    items = [(str(folder.root / folder.files[d][int(i)][0]), folder.files[d][int(i)][1], k)
+             for k, d in enumerate(task.sources) for i in task.splits[d][0]]
+    loader = ref.dassl_loader(items, ref.dassl_transform(c.size, mean, std), b, workers,
+                              pin_memory=device.type == "cuda")
+    return ref.VanillaStep(model, opt, loader, device)
+
+
+def bench_dg(argv: Sequence[str]) -> int:
+    import time
+
+    from snc.data.dg import decode_domains, scan_domains
+    from snc.tasks.dg import DomainGeneralization
+
+    cfg = dg_config(argv)
+    device = select_device(str(cfg.device))
+    cuda = device.type == "cuda"
+    opt_b = bench_options(cfg, cuda)
+    extra = cfg.get("bench") or {}
+    with ExitStack() as stack:
+        data = dg_data(cfg, int(extra.get("images", 560)), stack)
+        decode = ""
+        if bool(extra.get("decode", True)):  # snc's one-off cost, uncached
+            ds = cfg.dataset
+            probe = DomainGeneralization(cfg)
+            folder = scan_domains(probe.root(), probe.domains, missing=probe._missing())
+            start = time.perf_counter()
+            arrays = decode_domains(folder, int(ds.image_size), None)
+            seconds = time.perf_counter() - start
+            n = sum(len(a) for a in arrays.values())
+            decode = (f"decode once (Pillow, {n} images to {int(ds.image_size)} px, one "
+                      f"process; snc caches them): {seconds:.1f} s, {n / seconds:.0f} img/s")
+            del arrays
+        task = set_up(DomainGeneralization, cfg, device, stack)
+        task.model.train()
+        batches = forever(task.train)
+        inner = task_step(task, cfg, batches, device)
+
+        def snc_step() -> None:
+            task.before_step()  # as the engine: frozen BatchNorm back in evaluation mode
+            inner()
+
+        reference = dg_reference(task, cfg, device, opt_b["workers"])
+        b, n_src = int(cfg.batch_size), len(task.sources)
+        per_step = b * n_src if task.sampling == "balanced" else b
+        timings = time_training([Variant("snc", lambda: snc_step, per_step),
+                                 Variant("reference", lambda: reference.step, per_step)],
+                                device, opt_b)
+        def snc_data() -> None:  # what a step takes before its forward
+            next(batches)
+
+        def reference_data() -> None:
+            reference.data()
+
+        data_timings = time_training([Variant("snc data", lambda: snc_data, per_step),
+                                      Variant("reference data", lambda: reference_data,
+                                              per_step)], device, opt_b)
+        resident = sum(t.numel() * t.element_size() for t in task.images.values()) / 2**20
+        where = next(iter(task.images.values())).device
+    c = task.crop
+    protocol = "DomainBed" if task.sampling == "balanced" else "Dassl"
+    loaders = f"{opt_b['workers']}x{n_src}" if task.sampling == "balanced" else \
+        str(opt_b["workers"])
+    print(header(cfg, device, f"dataset={data} reference={protocol} sampling={task.sampling} "
+                 f"test_domain={task.test_domain} sources={'+'.join(task.sources)} "
+                 f"backbone={cfg.backbone.name} batch={b}"
+                 f"{f'x{n_src}' if task.sampling == 'balanced' else ''} images/step={per_step} "
+                 f"crop={c.size} scale={list(c.scale)} jitter={c.jitter} "
+                 f"grayscale={c.grayscale} freeze_bn={bool(cfg.task.freeze_bn)} "
+                 f"optimizer={cfg.optimizer.get('name', 'sgd')} workers={loaders} "
+                 f"steps={len(timings['snc'].times)} rounds={opt_b['rounds']} "
+                 f"lead={opt_b['lead']} warmup={opt_b['warmup']} "
+                 f"threads={torch.get_num_threads()}"))
+    if decode:
+        print(decode)
+    print(f"snc keeps {sum(len(x) for x in task.images.values())} decoded images on {where} "
+          f"as uint8 ({resident:.0f} MB)")
+    print_table(timings, rate_columns("train img"), name_width=16)
+    print_table(data_timings, rate_columns("img"), name_width=16)
+    sd, rd = data_timings["snc data"], data_timings["reference data"]
+    print(f"data path alone (no model): snc {1 / sd.center:.2f} batches/s "
+          f"({sd.items / sd.center:.1f} img/s), reference {1 / rd.center:.2f} batches/s "
+          f"({rd.items / rd.center:.1f} img/s); data_speedup_vs_reference="
+          f"{rd.center / sd.center:.3f}")
+    print(f"train img/s: snc {per_step / timings['snc'].center:.2f}, reference "
+          f"{per_step / timings['reference'].center:.2f}")
+    print(f"speedup_vs_reference={timings['reference'].center / timings['snc'].center:.3f}")
+    return 0
+
+
+MODES = {"fixmatch": bench_fixmatch, "segment": bench_segment, "text": bench_text,
+         "dg": bench_dg}
 
 
 def task_name(argv: Sequence[str]) -> str:
