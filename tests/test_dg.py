@@ -548,3 +548,21 @@ def test_missing_pretrained_weights_name_the_file_and_the_cache(make_cfg, tmp_pa
         OSError("offline")))
     with pytest.raises(ConfigError, match=r"resnet50-0676ba61.pth in .*torch/hub/checkpoints"):
         validate(make_cfg("experiment=dg_domainbed_pacs_erm", tiny=False))
+
+
+def test_color_jitter_applies_each_images_draws_in_its_drawn_order():
+    from snc.data.dg import color_jitter
+
+    x = torch.rand(6, 3, 7, 7)
+    out = color_jitter(x, 0.3, torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)  # the same draws, in color_jitter's order
+    factors = 0.7 + 0.6 * torch.rand(6, 3, generator=g)
+    hue = (2 * torch.rand(6, generator=g) - 1) * 0.3
+    order = torch.argsort(torch.rand(6, 4, generator=g), dim=1)
+    fns = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for i in range(6):
+        img = x[i]
+        for op in order[i].tolist():
+            f = hue[i].item() if op == 3 else factors[i, op].item()
+            img = fns[op](img, f)
+        assert torch.allclose(out[i], img, atol=1e-4), i

@@ -341,11 +341,11 @@ def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) -
     order = torch.argsort(torch.rand(b, 4, generator=generator, device=dev), dim=1)
     factors = torch.cat([factors, hue[:, None]], 1).to(x.device)
     order = order.to(x.device)
-    for k in range(4):
-        out = x
+    for k in range(4):  # each image through the adjustment it drew for this place
+        out = x.clone()
         for op in range(4):
-            sel = (order[:, k] == op)[:, None, None, None]
-            out = torch.where(sel, jitter_op(op, x, factors[:, op]), out)
+            sel = order[:, k] == op
+            out[sel] = jitter_op(op, x[sel], factors[sel, op])
         x = out
     return x
 
