@@ -284,10 +284,28 @@ def test_a_dataset_without_domains_is_refused(make_cfg):
         validate(make_cfg("task=dg"))
 
 
+def _cn_on(results):
+    rows = [json.loads(line) for line in
+            (Path(results["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    return [r["train/cn_on"] for r in rows if "train/cn_on" in r]
+
+
 def test_crossdomain_mixstyle_trains_on_two_balanced_domains(make_cfg):
     results = run(make_cfg(*DG, "style=mixstyle", "style.mix=crossdomain", "style.p=1.0",
-                           "dataset.source_domains=[photo,painting]", "epochs=1", tiny=False))
+                           "dataset.source_domains=[photo,painting]", "epochs=2", tiny=False))
     assert results["style_units"] > 0 and results["method"] == "mixstyle"
+    on = _cn_on(results)
+    assert on and min(on) == 1.0  # the units act in every training forward
+
+
+def test_crossnorm_acts_in_training_and_changes_the_model(make_cfg, tmp_path):
+    plain = run(make_cfg(*DG, "epochs=2", "paths.output_dir=" + str(tmp_path / "a"),
+                         tiny=False))
+    cn = run(make_cfg(*DG, "epochs=2", "cn=on", "cn.prob=1.0",
+                      "paths.output_dir=" + str(tmp_path / "b"), tiny=False))
+    on = _cn_on(cn)
+    assert on and min(on) == 1.0 and cn["cn_units"] > 0
+    assert cn["train/final_epoch_loss"] != plain["train/final_epoch_loss"]
 
 
 def test_the_generated_set_is_written_once_atomically(tmp_path):

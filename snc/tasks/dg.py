@@ -301,11 +301,15 @@ class DomainGeneralization(Task):
     def before_step(self) -> None:
         for m in self._bns:  # DomainBed's freeze_bn: running statistics fixed
             m.eval()
+        self.model.cn_controller.begin_step()
 
     def training_step(self, model, batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        x, y = batch
-        loss = nn.functional.cross_entropy(model(x), y)
-        return loss, {}
+        """Cross-entropy on the batch, with the units switched on by their controller (CN:
+        ``active_num`` units with probability ``prob``; a style method: every unit, each with
+        its own coin), as classification's ``cn`` objective."""
+        from snc.tasks.objectives import cn
+
+        return cn(model, batch, self.model.cn_controller, None)
 
     def after_step(self, model: nn.Module, step: int) -> None:
         self.step = step
