@@ -37,7 +37,8 @@ def compose_preset(name, *extra):
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_composes_validates_and_builds(name):
     offline = ("backbone.pretrained=null" if "imagenet" in name else
-                "backbone.weights=null" if name.startswith("dg_") else "seed=1")
+                "backbone.weights=null" if name.startswith(("dg_dassl", "dg_domainbed"))
+                else "seed=1")
     cfg = compose_preset(name, offline)
     task = validate(cfg)
     if task.name != "classify":  # text/segment models: built and counted in their own tests
