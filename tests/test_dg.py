@@ -584,3 +584,20 @@ def test_color_jitter_applies_each_images_draws_in_its_drawn_order():
             f = hue[i].item() if op == 3 else factors[i, op].item()
             img = fns[op](img, f)
         assert torch.allclose(out[i], img, atol=1e-4), i
+
+
+@pytest.mark.parametrize("sampling", ["balanced", "random"])
+def test_indexed_batches_equal_batches_of_the_gathered_images(sampling):
+    images, labels = _domain_images([0, 255], 12)
+    images = [x + torch.arange(12, dtype=torch.uint8)[:, None, None, None] for x in images]
+    keep = [torch.tensor([1, 4, 5, 9, 11]), torch.tensor([0, 2, 3, 7])]
+    opts = CropOptions(size=8)
+    a = DomainBatches(images, labels, sampling, 3, opts, (0, 0, 0), (1, 1, 1), "cpu", 2,
+                      endless=True, indices=keep)
+    b = DomainBatches([x[k] for x, k in zip(images, keep, strict=True)],
+                      [y[k] for y, k in zip(labels, keep, strict=True)], sampling, 3, opts,
+                      (0, 0, 0), (1, 1, 1), "cpu", 2, endless=True)
+    assert len(a) == len(b)
+    for _ in range(4):
+        (xa, ya), (xb, yb) = next(a), next(b)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -379,6 +379,8 @@ class DomainBatches:
     Args:
         images: per training domain, uint8 ``(n_d, S, S, 3)`` (on ``device`` or pinned CPU).
         labels: per training domain, ``(n_d,)`` int64.
+        indices: per training domain, the rows of ``images`` trained on (its *in* split; the
+            images are not copied); default: every row.
         sampling: ``balanced``: ``batch_size`` images of every domain per step, with
             replacement, in domain order (``[A; B; C]``: MixStyle's ``crossdomain`` pairs the
             domain halves of two-domain batches); ``random``: ``batch_size`` images per step
@@ -395,14 +397,17 @@ class DomainBatches:
     def __init__(self, images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
                  sampling: str, batch_size: int, options: CropOptions, mean: Sequence[float],
                  std: Sequence[float], device: torch.device, seed: int,
-                 channels_last: bool = False, endless: bool = False) -> None:
+                 channels_last: bool = False, endless: bool = False,
+                 indices: Optional[Sequence[torch.Tensor]] = None) -> None:
         self.endless = endless
         if sampling not in SAMPLINGS:
             raise ConfigError(f"task.sampling={sampling!r}; choose balanced or random")
         self.images, self.labels = list(images), list(labels)
         self.sampling, self.batch_size, self.options = sampling, int(batch_size), options
         self.device, self.channels_last = torch.device(device), channels_last
-        sizes = [len(x) for x in self.images]
+        self.rows = ([torch.as_tensor(i, dtype=torch.int64).cpu() for i in indices]
+                     if indices is not None else [torch.arange(len(x)) for x in self.images])
+        sizes = [len(r) for r in self.rows]
         if sampling == "balanced":
             self.draws = [IndexStream(n, seed + 1009 * i, replace=True)
                           for i, n in enumerate(sizes)]
@@ -414,7 +419,7 @@ class DomainBatches:
         self._std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
-        total = sum(len(x) for x in self.images)
+        total = sum(len(r) for r in self.rows)
         per_step = self.batch_size * (len(self.images) if self.sampling == "balanced" else 1)
         return max(1, total // per_step)
 
@@ -425,8 +430,9 @@ class DomainBatches:
     def _gather(self) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.sampling == "balanced":
             xs, ys = [], []
-            for images, labels, draws in zip(self.images, self.labels, self.draws, strict=True):
-                idx = draws.take(self.batch_size)
+            for images, labels, rows, draws in zip(self.images, self.labels, self.rows,
+                                                   self.draws, strict=True):
+                idx = rows[draws.take(self.batch_size)]
                 xs.append(images[idx.to(images.device)])
                 ys.append(labels[idx.to(labels.device)])
             return torch.cat(xs), torch.cat(ys)
@@ -437,7 +443,7 @@ class DomainBatches:
         ys = torch.empty(len(idx), dtype=torch.int64, device=self.labels[0].device)
         for d in np.unique(domain):
             rows = np.nonzero(domain == d)[0]
-            local = torch.as_tensor(idx[rows] - self.offsets[d])
+            local = self.rows[d][torch.as_tensor(idx[rows] - self.offsets[d])]
             images, labels = self.images[d], self.labels[d]
             xs[torch.as_tensor(rows).to(xs.device)] = images[local.to(images.device)]
             ys[torch.as_tensor(rows).to(ys.device)] = labels[local.to(labels.device)]

@@ -77,6 +77,25 @@ def _best(candidates: Iterable[Choice]) -> Optional[Choice]:
     return best
 
 
+def run_choice(history: Sequence[Mapping[str, Any]], sources: Sequence[str], test: str,
+               split: str, rule: str, hp: int = 0) -> Choice:
+    """A rule's choice within one run's evaluations: ``training_domain`` the step with the best
+    mean *out* accuracy of ``sources`` (the first of equals); ``oracle`` the last step, scored
+    by the test domain's *out* accuracy (the score picks among hyper-parameters); ``last`` the
+    last step (no score)."""
+    if rule == "training_domain":
+        return _best(Choice(_acc(h, test, split),
+                            float(np.mean([_acc(h, d, "out") for d in sources])), hp,
+                            int(h["step"])) for h in history)
+    h = history[-1]
+    if rule == "oracle":
+        return Choice(_acc(h, test, split), _acc(h, test, "out"), hp, int(h["step"]))
+    if rule == "last":
+        return Choice(_acc(h, test, split), float("nan"), hp, int(h["step"]))
+    raise ValueError(f"unknown selection rule {rule!r} within a run; choose training_domain, "
+                     "oracle or last")
+
+
 def select(runs: Sequence[Mapping[str, Any]], test: str, trial: int, rule: str
            ) -> Optional[Choice]:
     """The rule's choice among ``runs`` (one method's runs) for test domain ``test`` and trial
@@ -86,29 +105,21 @@ def select(runs: Sequence[Mapping[str, Any]], test: str, trial: int, rule: str
     if not main:
         return None
     split = main[0]["dg"]["test_split"]
+    if rule not in RULES:
+        raise ValueError(f"unknown selection rule {rule!r}; choose one of {', '.join(RULES)}")
     if rule == "last":
         default = [r for r in main if int(r["dg"]["hparams_seed"]) == 0]
         if not default:
             return None
-        h = default[0]["dg"]["history"][-1]
-        return Choice(_acc(h, test, split), float("nan"), 0, int(h["step"]))
+        dg = default[0]["dg"]
+        return run_choice(dg["history"], dg["source_domains"], test, split, "last")
     per_hp: List[Choice] = []
     for r in sorted(main, key=lambda r: int(r["dg"]["hparams_seed"])):
-        hp, history = int(r["dg"]["hparams_seed"]), r["dg"]["history"]
-        sources = r["dg"]["source_domains"]
-        if rule == "training_domain":
-            steps = [Choice(_acc(h, test, split),
-                            float(np.mean([_acc(h, d, "out") for d in sources])), hp,
-                            int(h["step"])) for h in history]
-            choice = _best(steps)
-        elif rule == "oracle":
-            h = history[-1]
-            choice = Choice(_acc(h, test, split), _acc(h, test, "out"), hp, int(h["step"]))
-        elif rule == "lodo":
+        hp, dg = int(r["dg"]["hparams_seed"]), r["dg"]
+        if rule == "lodo":
             choice = _lodo(runs, r, test, trial, hp, split)
         else:
-            raise ValueError(f"unknown selection rule {rule!r}; choose one of "
-                             f"{', '.join(RULES)}")
+            choice = run_choice(dg["history"], dg["source_domains"], test, split, rule, hp)
         if choice is not None:
             per_hp.append(choice)
     return _best(per_hp)

@@ -36,6 +36,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from snc.augment.augmix import normalize
 from snc.data.dg import (
     SAMPLINGS,
     CropOptions,
@@ -53,13 +54,6 @@ from snc.tasks.base import RunContext, Task, register_task
 log = logging.getLogger("snc")
 
 TEST_SPLITS = ("in", "all")
-RULES = ("training_domain", "lodo", "oracle", "last")
-RULE_TEXT = {
-    "training_domain": "training-domain validation (the source domains' held-out splits)",
-    "lodo": "leave-one-domain-out validation (runs that also hold out one training domain)",
-    "oracle": "oracle: test-domain validation (the test domain's held-out split; last step)",
-    "last": "the last step (no selection)",
-}
 
 
 def domain_options(cfg: DictConfig) -> Tuple[Tuple[str, ...], str, Tuple[str, ...]]:
@@ -271,15 +265,14 @@ class DomainGeneralization(Task):
             self.splits[d] = split_domain(folder.count(d), self.holdout, trial, i)
         self.mean = tuple(float(v) for v in cfg.dataset.mean)
         self.std = tuple(float(v) for v in cfg.dataset.std)
-        train_x, train_y = [], []
-        for d in self.sources:
-            idx = torch.as_tensor(self.splits[d][0], device=where)
-            train_x.append(self.images[d][idx])
-            train_y.append(self.labels[d][idx])
-        self.train = DomainBatches(
-            train_x, train_y, self.sampling, int(cfg.batch_size), self.crop, self.mean, self.std,
-            ctx.device, seed=int(cfg.seed) + 7919 * ctx.rank,
-            channels_last=bool(cfg.channels_last), endless=cfg.get("max_steps") is not None)
+        self._mean = torch.tensor(self.mean, device=ctx.device).view(1, -1, 1, 1)
+        self._std = torch.tensor(self.std, device=ctx.device).view(1, -1, 1, 1)
+        self.train = DomainBatches(  # the source domains' in splits, indexed in place
+            [self.images[d] for d in self.sources], [self.labels[d] for d in self.sources],
+            self.sampling, int(cfg.batch_size), self.crop, self.mean, self.std, ctx.device,
+            seed=int(cfg.seed) + 7919 * ctx.rank, channels_last=bool(cfg.channels_last),
+            endless=cfg.get("max_steps") is not None,
+            indices=[torch.from_numpy(self.splits[d][0]) for d in self.sources])
         self.model = self.build_model().to(ctx.device)
         self._bns = freeze_batch_norm(self.model) if cfg.task.freeze_bn else []
         self.amp = str(cfg.amp)
@@ -294,9 +287,6 @@ class DomainGeneralization(Task):
         log.info("domains: train %s (%d images, %s batches), test %s (%s split)",
                  "+".join(self.sources), self.info["train_images"], self.sampling,
                  self.test_domain, self.test_split)
-
-    def method(self) -> str:
-        return self.units.label
 
     def before_step(self) -> None:
         for m in self._bns:  # DomainBed's freeze_bn: running statistics fixed
@@ -320,13 +310,11 @@ class DomainGeneralization(Task):
         """Per image of ``domain[idx]``: 1 where ``model`` is right."""
         images, labels = self.images[domain], self.labels[domain]
         bs = int(self.cfg.eval_batch_size)
-        mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
         out = []
         for start in range(0, len(idx), bs):
             part = torch.as_tensor(idx[start:start + bs], device=images.device)
-            x = images[part].to(self.device).permute(0, 3, 1, 2).float().div_(255)
-            x = (x - mean) / std
+            x = normalize(images[part].to(self.device).permute(0, 3, 1, 2), self._mean,
+                          self._std)
             if self.cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_context(self.device, self.amp):
@@ -406,25 +394,19 @@ class DomainGeneralization(Task):
 
 def select_in_run(history: Sequence[Mapping[str, Any]], sources: Sequence[str], test: str,
                   test_split: str) -> Dict[str, Any]:
-    """The selection rules one run can apply to its own evaluations:
+    """The rules one run applies to its own evaluations (:func:`snc.report.selection.run_choice`:
+    the report's, on one run): ``last``, ``training_domain`` (the step with the best mean *out*
+    accuracy of the source domains) and ``oracle`` (DomainBed's: the last step, whose score,
+    the test domain's *out* accuracy, the report compares across hyper-parameters)."""
+    from snc.report.selection import run_choice
 
-    - ``last``: the last evaluation;
-    - ``training_domain``: the evaluation with the highest mean *out* accuracy of the source
-      domains (the first of equals: DomainBed's ``argmax``);
-    - ``oracle``: DomainBed's: the last evaluation (the rule picks among hyper-parameters by the
-      test domain's *out* accuracy, which the report does across runs).
-    """
-    def val(r):
-        return float(np.mean([r["domains"][d]["out"] for d in sources]))
-
-    last = history[-1]
-    best = max(range(len(history)), key=lambda i: (val(history[i]), -i))
-    chosen = history[best]
+    last, best, oracle = (run_choice(history, sources, test, test_split, rule)
+                          for rule in ("last", "training_domain", "oracle"))
     return {
-        "test/accuracy@last": last["domains"][test][test_split],
-        "test/accuracy@training_domain": chosen["domains"][test][test_split],
-        "val/accuracy@training_domain": val(chosen),
-        "step@training_domain": chosen["step"],
-        "test/accuracy@oracle": last["domains"][test][test_split],
-        "val/accuracy@oracle": last["domains"][test]["out"],
+        "test/accuracy@last": last.test,
+        "test/accuracy@training_domain": best.test,
+        "val/accuracy@training_domain": best.val,
+        "step@training_domain": best.step,
+        "test/accuracy@oracle": oracle.test,
+        "val/accuracy@oracle": oracle.val,
     }
